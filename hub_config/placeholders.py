@@ -55,7 +55,8 @@ def names_in(template: str) -> list[str]:
             )
         if not _NAME.match(name):
             raise PlaceholderError(
-                f"'{{{name}}}' is not a placeholder name; names look like {{port}} or {{input.model}}"
+                f"'{{{name}}}' is not a placeholder name;"
+                " names look like {port} or {input.model}"
             )
         names.append(name)
     return names
