@@ -74,6 +74,12 @@ def configure(c: Any, path: str | os.PathLike[str] = "berth.yaml") -> Catalog:
     # Each session is a named server; a user may run several at once.
     c.JupyterHub.allow_named_servers = True
     c.JupyterHub.default_url = "/hub/home"
+    # Berth's endpoints in the hub (session logs...): JupyterHub 6 still serves extra_handlers,
+    # with a deprecation notice in its log.
+    from .api import handlers
+
+    existing = list(c.JupyterHub.extra_handlers) if "extra_handlers" in c.JupyterHub else []
+    c.JupyterHub.extra_handlers = existing + [h for h in handlers() if h not in existing]
     templates = list(c.JupyterHub.template_paths) if "template_paths" in c.JupyterHub else []
     if TEMPLATES not in templates:
         c.JupyterHub.template_paths = [*templates, TEMPLATES]

@@ -143,6 +143,11 @@ class BerthSpawner(_Base):
         """Why this backend cannot run ``profile`` now, or None. Backends override."""
         return None
 
+    async def session_logs(self, lines: int) -> list[str] | None:
+        """The last ``lines`` lines the session itself printed (process, job or pod output),
+        or None if this backend keeps none. Backends override; ``berth logs`` reads it."""
+        return None
+
     # -- choosing -----------------------------------------------------------------------------
 
     def check_user_options(self, user_options: object) -> Selection:

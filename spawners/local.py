@@ -13,13 +13,16 @@ from the form and refused.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pwd
 import shutil
+import subprocess
 import sys
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, BinaryIO, ClassVar
 
 from berth.hub_config.catalog import Profile
 from jupyterhub.spawner import LocalProcessSpawner
@@ -37,6 +40,15 @@ def _resolve_executable(name: str) -> str:
         return name
     beside = Path(sys.executable).parent / name
     return str(beside) if beside.exists() else name
+
+
+def _tail(path: Path, lines: int) -> list[str] | None:
+    try:
+        with open(path, "rb") as log:
+            tail = deque(log, maxlen=lines)
+    except FileNotFoundError:
+        return None
+    return [line.decode("utf-8", "replace").rstrip("\n") for line in tail]
 
 
 class BerthLocalSpawner(BerthSpawner, LocalProcessSpawner):
@@ -70,6 +82,15 @@ class BerthLocalSpawner(BerthSpawner, LocalProcessSpawner):
         Working directory (and HOME) of a session when `system_users` is False.
         `{username}` is the hub user's name; `~` is the hub's own home directory.
         Created on first use.
+        """,
+    ).tag(config=True)
+
+    log_dir = Unicode(
+        "berth-logs",
+        help="""
+        Where the hub keeps each session's output (stdout and stderr), as
+        `<log_dir>/<user>/<session>.log`, for `berth logs` and the session page. Relative to the
+        hub's working directory. Each start of a session replaces its previous log.
         """,
     ).tag(config=True)
 
@@ -158,11 +179,28 @@ class BerthLocalSpawner(BerthSpawner, LocalProcessSpawner):
             self._make_work_dir(self._session_account())
         self._gpus = self._take_gpus(spec.resources.gpus) if spec.resources.gpus else []
         self.cmd = [_resolve_executable(spec.argv[0]), *spec.argv[1:]]
+        admin_kwargs = self.popen_kwargs
+        output = self._open_log()
+        self.popen_kwargs = {**admin_kwargs, "stdout": output, "stderr": subprocess.STDOUT}
         try:
             return await super().start()
         except BaseException:
             self._release_gpus()
             raise
+        finally:
+            output.close()  # the session's process holds its own copy
+            self.popen_kwargs = admin_kwargs
+
+    def _open_log(self) -> BinaryIO:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return open(self.log_path, "wb")
+
+    @property
+    def log_path(self) -> Path:
+        return Path(self.log_dir).absolute() / self.user.name / f"{self.name or 'default'}.log"
+
+    async def session_logs(self, lines: int) -> list[str] | None:
+        return await asyncio.to_thread(_tail, self.log_path, lines)
 
     def get_args(self) -> list[str]:
         # Jupyter's own arguments only make sense for jupyterhub-singleuser; berth-gate takes

@@ -211,3 +211,19 @@ c.BerthSpawner.catalog = {
         r = hub.start_session("carol", "other", {"service": "jupyter"}, token=token)
         assert r.status_code == 400
         assert r.json()["message"] == "unknown service 'jupyter'; available: notebook"
+
+
+def test_the_owner_reads_the_session_output(
+    local_hub: Hub, people: dict[str, str], alice_notebook: dict[str, Any]
+) -> None:
+    path = "/berth/users/alice/sessions/nb/logs"
+    r = local_hub.api("GET", path, token=people["alice"], params={"lines": 500})
+    assert r.status_code == 200, r.text
+    lines = r.json()["lines"]
+    assert any("Jupyter Server" in line and "is running at" in line for line in lines)
+    assert len(local_hub.api("GET", path, params={"lines": 3}).json()["lines"]) == 3  # admin
+    r = local_hub.api("GET", path, token=people["bob"])
+    assert r.status_code == 404  # another user's sessions do not exist for bob
+    r = local_hub.api("GET", path, token=people["alice"], params={"lines": "all"})
+    assert r.status_code == 400
+    assert r.json()["message"] == "lines must be a whole number from 1 to 10000"
