@@ -22,7 +22,7 @@ import sys
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO, ClassVar
+from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar
 
 from berth.hub_config.catalog import Profile
 from jupyterhub.spawner import LocalProcessSpawner
@@ -103,6 +103,9 @@ class BerthLocalSpawner(BerthSpawner, LocalProcessSpawner):
         """,
     ).tag(config=True)
 
+    if TYPE_CHECKING:
+        popen_kwargs: dict[str, Any]  # a trait of LocalProcessSpawner
+
     #: device id -> the session holding it ("user/session"), across all spawners of this hub
     _gpus_in_use: ClassVar[dict[str, str]] = {}
     _gpus: list[str]
@@ -179,7 +182,7 @@ class BerthLocalSpawner(BerthSpawner, LocalProcessSpawner):
             self._make_work_dir(self._session_account())
         self._gpus = self._take_gpus(spec.resources.gpus) if spec.resources.gpus else []
         self.cmd = [_resolve_executable(spec.argv[0]), *spec.argv[1:]]
-        admin_kwargs = self.popen_kwargs
+        admin_kwargs: dict[str, Any] = dict(self.popen_kwargs)
         output = self._open_log()
         self.popen_kwargs = {**admin_kwargs, "stdout": output, "stderr": subprocess.STDOUT}
         try:
@@ -197,7 +200,8 @@ class BerthLocalSpawner(BerthSpawner, LocalProcessSpawner):
 
     @property
     def log_path(self) -> Path:
-        return Path(self.log_dir).absolute() / self.user.name / f"{self.name or 'default'}.log"
+        user: str = self.user.name
+        return Path(self.log_dir).absolute() / user / f"{self.name or 'default'}.log"
 
     async def session_logs(self, lines: int) -> list[str] | None:
         return await asyncio.to_thread(_tail, self.log_path, lines)
