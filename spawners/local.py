@@ -172,9 +172,22 @@ class BerthLocalSpawner(BerthSpawner, LocalProcessSpawner):
         return None
 
     def _make_work_dir(self, account: pwd.struct_passwd | None) -> None:
-        os.makedirs(self.work_dir, 0o700, exist_ok=True)
-        if account is not None and os.stat(self.work_dir).st_uid != account.pw_uid:
-            os.chown(self.work_dir, account.pw_uid, account.pw_gid)
+        work_dir = Path(self.work_dir)
+        work_dir.parent.mkdir(mode=0o711, parents=True, exist_ok=True)
+        work_dir.mkdir(mode=0o700, exist_ok=True)
+        if account is None:
+            return
+        if work_dir.stat().st_uid != account.pw_uid:
+            os.chown(work_dir, account.pw_uid, account.pw_gid)
+        for parent in work_dir.parents:
+            info = parent.stat()
+            if not (info.st_mode & 0o001 or info.st_uid == account.pw_uid):
+                raise web.HTTPError(
+                    500,
+                    f"Sessions run as {account.pw_name!r}, which cannot enter {parent} (mode"
+                    f" {info.st_mode & 0o777:o}). An admin must make it traversable (chmod o+x)"
+                    " or change c.BerthLocalSpawner.work_dir_template.",
+                )
 
     async def start(self) -> Any:
         spec = self.launch_spec or self.prepare_launch()
