@@ -86,6 +86,9 @@ class _Probe:
     def upstream_tunnel(self, leftover: bytes) -> None:
         pass
 
+    def flush(self) -> None:
+        pass
+
 
 class Gate:
     """Everything one gate shares across its connections."""

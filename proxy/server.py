@@ -467,6 +467,7 @@ class Exchange:
         "headers",
         "keep",
         "length_out",
+        "out",
         "request",
         "target",
     )
@@ -487,6 +488,8 @@ class Exchange:
         #: the service frames its body by closing the connection
         self.eof_ends = False
         self.keep = request.keep_alive
+        #: response bytes produced by one read from the service, written to the client together
+        self.out: list[bytes] = []
 
     def _head(self) -> bytes:
         request = self.request
@@ -515,8 +518,7 @@ class Exchange:
         conn.begin(self)
         conn.peer = self.client.transport
         self.client.peer = conn.transport
-        conn.write(self._head())
-        self._send_body()
+        self._send_body(self._head())
         timer = asyncio.get_running_loop().call_later(gate.upstream_timeout, self._timeout)
         try:
             keep = await self.done
@@ -527,31 +529,30 @@ class Exchange:
             self.client.peer = None
         return keep
 
-    def _send_body(self) -> None:
+    def _send_body(self, head: bytes) -> None:
+        """Write the head and the body received so far; the parser sends the rest itself."""
         request = self.request
         conn = self.conn
-        assert conn is not None
+        assert conn is not None and conn.transport is not None
         if not request.has_body:
+            conn.transport.write(head)
             return
-        client = self.client
-        while True:
-            while request.body:
-                chunk = request.body.popleft()
-                client.buffered -= len(chunk)
-                if request.chunked:
-                    conn.transport.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))  # type: ignore[union-attr]
-                else:
-                    conn.write(chunk)
-            if request.body_done:
-                if request.chunked:
-                    conn.write(b"0\r\n\r\n")
-                return
-            if conn.closed or self.done.done():
-                return
+        out = [head]
+        while request.body:
+            chunk = request.body.popleft()
+            self.client.buffered -= len(chunk)
+            if request.chunked:
+                out += (b"%x\r\n" % len(chunk), chunk, b"\r\n")
+            else:
+                out.append(chunk)
+        if request.body_done:
+            if request.chunked:
+                out.append(b"0\r\n\r\n")
+        else:
             # From here on the parser writes body chunks straight to the service.
             request.sink = conn
-            client._resume_reading()
-            return
+            self.client._resume_reading()
+        conn.transport.writelines(out)
 
     def _timeout(self) -> None:
         if not self.head_sent and not self.done.done():
@@ -610,7 +611,7 @@ class Exchange:
                 lines.append(b"Connection: close")
             elif request.version == "1.0":
                 lines.append(b"Connection: keep-alive")
-        client.write(b"\r\n".join(lines) + b"\r\n\r\n")
+        self.out.append(b"\r\n".join(lines) + b"\r\n\r\n")
         self.head_sent = True
         if upgrade:
             return
@@ -622,16 +623,22 @@ class Exchange:
             self.done.set_result(self.keep)
 
     def response_body(self, chunk: bytes) -> None:
-        client = self.client
         if self.chunked_out:
-            if client.transport is not None and not client.closed:
-                client.transport.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
+            self.out += (b"%x\r\n" % len(chunk), chunk, b"\r\n")
         else:
-            client.write(chunk)
+            self.out.append(chunk)
+
+    def flush(self) -> None:
+        out = self.out
+        if out:
+            client = self.client
+            if client.transport is not None and not client.closed:
+                client.transport.writelines(out) if len(out) > 1 else client.transport.write(out[0])
+            self.out = []
 
     def response_done(self) -> None:
         if self.chunked_out:
-            self.client.write(b"0\r\n\r\n")
+            self.out.append(b"0\r\n\r\n")
         conn = self.conn
         request = self.request
         if conn is not None:

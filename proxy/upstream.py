@@ -28,6 +28,7 @@ class ResponseSink(Protocol):
     def response_done(self) -> None: ...
     def upstream_lost(self, exc: Exception | None) -> None: ...
     def upstream_tunnel(self, leftover: bytes) -> None: ...
+    def flush(self) -> None: ...
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -84,18 +85,21 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
             return
         self.started = True
+        sink = self.sink
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as e:
             offset = e.args[0] if e.args else len(data)
-            sink, self.sink = self.sink, None
-            if sink is not None:
-                sink.upstream_tunnel(data[offset:])
+            self.sink = None
+            sink.flush()
+            sink.upstream_tunnel(data[offset:])
         except httptools.HttpParserError as e:
-            sink, self.sink = self.sink, None
+            self.sink = None
             self.close()
             if sink is not None:
                 sink.upstream_lost(e)
+        else:
+            sink.flush()  # what this read produced goes to the client in one write
 
     def eof_received(self) -> bool | None:
         return None  # close

@@ -19,6 +19,7 @@ from aiohttp import web
 from standins.hubapi import HubState, build
 
 HERE = Path(__file__).parent
+EXAMPLE_CATALOG = HERE.parent / "hub_config" / "examples" / "berth.yaml"
 STANDINS = HERE / "standins"
 GATE = Path(sys.executable).with_name("berth-gate")
 API_TOKEN = "gate-api-token-for-tests"

@@ -10,6 +10,8 @@ Routes (under --base-path when given, as a prefix-aware service would):
   /chunked?n=N            N chunks with no Content-Length
   /sse?n=N&gap=S          text/event-stream: N events S seconds apart
   /ndjson?n=N&gap=S       application/x-ndjson: N token lines S seconds apart
+  /env/NAME               JSON {"value": $NAME}
+  /exit/CODE              (POST) the process exits with CODE
   /redirect               302 to /echo/landed (host-absolute, as a prefix-unaware app does)
   /hang                   never answers
   /ws                     websocket echo; "close:CODE" closes with CODE; subprotocols honoured
@@ -21,6 +23,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import os
 import sys
 import time
 
@@ -45,7 +48,17 @@ def build(base: str) -> web.Application:
             "headers": [[k, v] for k, v in request.headers.items()],
             "body_length": len(body),
             "body": body[:200].decode("utf-8", "replace"),
+            "peer": request.transport.get_extra_info("peername") if request.transport else None,
         })
+
+    @routes.get(base + "/env/{name}")
+    async def env(request: web.Request) -> web.Response:
+        return web.json_response({"value": os.environ.get(request.match_info["name"])})
+
+    @routes.post(base + "/exit/{code}")
+    async def exit_(request: web.Request) -> web.Response:
+        asyncio.get_running_loop().call_later(0.1, os._exit, int(request.match_info["code"]))
+        return web.Response(text="exiting")
 
     @routes.post(base + "/upload")
     async def upload(request: web.Request) -> web.Response:
