@@ -38,7 +38,7 @@ class ActivityReporter:
         self.server_name = server_name
         self.interval = interval
         self.clock = clock
-        #: wall-clock time of the latest traffic, or None when nothing happened since the last report
+        #: wall-clock time of the latest traffic; None when nothing happened since the last report
         self.pending: float | None = None
         self.reports = 0
 
@@ -71,7 +71,7 @@ class ActivityReporter:
                     text = await response.text()
                     log.warning("The hub refused the activity report: %s %s", response.status, text)
                     return False
-        except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+        except (TimeoutError, aiohttp.ClientError) as e:
             log.warning("Could not report activity to %s: %s", self.url, e)
             # keep the activity so the next round reports it
             if self.pending is None:

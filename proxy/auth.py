@@ -229,8 +229,9 @@ class GateAuth:
                 "code_challenge_method": method,
             }
         )
-        cookie = self._cookie(cookie_name, self._signed(cookie_name, state), secure=secure,
-                              max_age=600)  # fmt: skip
+        cookie = self._cookie(
+            cookie_name, self._signed(cookie_name, state), secure=secure, max_age=600
+        )
         return pages.redirect(f"{auth.oauth_authorization_url}?{query}", cookies=[cookie])
 
     async def callback(
@@ -244,11 +245,14 @@ class GateAuth:
             return pages.error(400, f"The hub refused the login: {message}", html=html)
         code, state = args.get("code"), args.get("state")
         if not code or not state:
-            return pages.error(400, "The login callback lacks its code or state; log in again.",
-                               html=html)  # fmt: skip
+            return pages.error(
+                400, "The login callback lacks its code or state; log in again.", html=html
+            )
         cookie_name = auth.get_state_cookie_name(state)
         raw = cookies.get(cookie_name)
-        cookie_state = decode_signed_value(self._secret, cookie_name, raw, max_age_days=1) if raw else None
+        cookie_state = (
+            decode_signed_value(self._secret, cookie_name, raw, max_age_days=1) if raw else None
+        )
         expired = [
             self._cookie(name, "", secure=secure, max_age=0)
             for name in cookies
@@ -268,8 +272,9 @@ class GateAuth:
         if decision is None:
             return pages.error(500, "The hub issued a token it does not recognise.", html=html)
         log.info("Logged in %s %s", decision.kind, decision.name)
-        login_cookie = self._cookie(self.cookie_name, self._signed(self.cookie_name, token),
-                                    secure=secure, max_age=None)  # fmt: skip
+        login_cookie = self._cookie(
+            self.cookie_name, self._signed(self.cookie_name, token), secure=secure, max_age=None
+        )
         if not next_url.startswith(self.hub.prefix):
             next_url = self.hub.prefix
         return pages.redirect(next_url, cookies=[*expired, login_cookie])

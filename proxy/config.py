@@ -79,31 +79,77 @@ def _parser() -> argparse.ArgumentParser:
         usage="berth-gate [options] -- command [args...]",
     )
     add = parser.add_argument
-    add("--ready-path", type=_ready_path, default="/",
-        help="path the service answers once it is up (default: /)")
-    add("--ready-timeout", type=_positive, default=300.0,
-        help="seconds to wait for the service to answer (default: 300)")
-    add("--prefix", choices=("strip", "keep"), default="strip",
-        help="strip the session prefix from paths, or keep it (default: strip)")
-    add("--transport", choices=("tcp", "unix"), default="tcp",
-        help="the service listens on a loopback TCP port or a unix socket (default: tcp)")
-    add("--env", action="append", default=[], metavar="NAME",
-        help="an environment variable whose {port}/{unix_socket}/{base_url} to fill; repeatable")
-    add("--grace", type=_positive, default=10.0,
-        help="seconds between SIGTERM and SIGKILL when stopping the service (default: 10)")
-    add("--linger", type=float, default=10.0,
-        help="seconds to keep showing why the service failed to start before exiting (default: 10)")
-    add("--upstream-timeout", type=_positive, default=300.0,
-        help="seconds to wait for the service's response before answering 504 (default: 300)")
-    add("--max-header-size", type=int, default=65536,
-        help="largest request line plus headers accepted, in bytes; more gets 431 (default: 65536)")
-    add("--activity-interval", type=_positive, default=None,
+    add(
+        "--ready-path",
+        type=_ready_path,
+        default="/",
+        help="path the service answers once it is up (default: /)",
+    )
+    add(
+        "--ready-timeout",
+        type=_positive,
+        default=300.0,
+        help="seconds to wait for the service to answer (default: 300)",
+    )
+    add(
+        "--prefix",
+        choices=("strip", "keep"),
+        default="strip",
+        help="strip the session prefix from paths, or keep it (default: strip)",
+    )
+    add(
+        "--transport",
+        choices=("tcp", "unix"),
+        default="tcp",
+        help="the service listens on a loopback TCP port or a unix socket (default: tcp)",
+    )
+    add(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="an environment variable whose {port}/{unix_socket}/{base_url} to fill; repeatable",
+    )
+    add(
+        "--grace",
+        type=_positive,
+        default=10.0,
+        help="seconds between SIGTERM and SIGKILL when stopping the service (default: 10)",
+    )
+    add(
+        "--linger",
+        type=float,
+        default=10.0,
+        help="seconds to keep showing why the service failed to start before exiting (default: 10)",
+    )
+    add(
+        "--upstream-timeout",
+        type=_positive,
+        default=300.0,
+        help="seconds to wait for the service's response before answering 504 (default: 300)",
+    )
+    add(
+        "--max-header-size",
+        type=int,
+        default=65536,
+        help="largest request line plus headers accepted, in bytes; more gets 431 (default: 65536)",
+    )
+    add(
+        "--activity-interval",
+        type=_positive,
+        default=None,
         help="seconds between activity reports to the hub, sent only after traffic "
-        "(default: $JUPYTERHUB_ACTIVITY_INTERVAL or 60)")
+        "(default: $JUPYTERHUB_ACTIVITY_INTERVAL or 60)",
+    )
     add("--ip", default=None, help="address to listen on (default: from JUPYTERHUB_SERVICE_URL)")
-    add("--port", type=int, default=None, help="port to listen on (default: from JUPYTERHUB_SERVICE_URL)")
+    add(
+        "--port",
+        type=int,
+        default=None,
+        help="port to listen on (default: from JUPYTERHUB_SERVICE_URL)",
+    )
     add("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
-    return parser  # fmt: skip
+    return parser
 
 
 def parse_args(argv: Sequence[str]) -> GateOptions:

@@ -69,7 +69,9 @@ class _Probe:
     def __init__(self) -> None:
         self.status: asyncio.Future[int] = asyncio.get_running_loop().create_future()
 
-    def response_head(self, status: int, reason: bytes, headers: list[Header], upgrade: bool) -> None:
+    def response_head(
+        self, status: int, reason: bytes, headers: list[Header], upgrade: bool
+    ) -> None:
         if not self.status.done():
             self.status.set_result(status)
 
@@ -93,7 +95,9 @@ class _Probe:
 class Gate:
     """Everything one gate shares across its connections."""
 
-    def __init__(self, options: GateOptions, hub: HubEnvironment, environ: Mapping[str, str]) -> None:
+    def __init__(
+        self, options: GateOptions, hub: HubEnvironment, environ: Mapping[str, str]
+    ) -> None:
         self.options = options
         self.hub = hub
         self.environ = environ
@@ -153,7 +157,7 @@ class Gate:
             failure=self.failure,
         )
 
-    # -- readiness ---------------------------------------------------------------------------------
+    # -- readiness -----------------------------------------------------------------------
 
     async def probe(self) -> int | None:
         """One GET of the readiness path; the status, or None if the service did not answer."""
@@ -162,7 +166,7 @@ class Gate:
             path = self.paths.base + path
         try:
             conn = await self.pool.connect()
-        except (OSError, asyncio.TimeoutError):
+        except (TimeoutError, OSError):
             return None
         sink = _Probe()
         conn.begin(sink)
@@ -172,7 +176,7 @@ class Gate:
         )
         try:
             return await asyncio.wait_for(sink.status, 10)
-        except (ConnectionError, asyncio.TimeoutError):
+        except (TimeoutError, ConnectionError):
             return None
         finally:
             conn.sink = None
@@ -191,7 +195,7 @@ class Gate:
             delay = min(delay * 1.5, 1.0)
         return False
 
-    # -- life ---------------------------------------------------------------------------------------
+    # -- life ----------------------------------------------------------------------------
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -202,8 +206,9 @@ class Gate:
         loop = asyncio.get_running_loop()
         ip = self.options.ip or self.hub.ip
         port = self.options.port if self.options.port is not None else self.hub.port
-        server = await loop.create_server(lambda: ClientConnection(self), ip, port,
-                                          reuse_address=True, backlog=1024)  # fmt: skip
+        server = await loop.create_server(
+            lambda: ClientConnection(self), ip, port, reuse_address=True, backlog=1024
+        )
         log.info("Serving %s on http://%s:%d%s", self.name, ip, port, self.paths.prefix)
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop)

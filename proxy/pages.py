@@ -1,4 +1,4 @@
-"""What the gate itself answers: the "starting" page, error pages for browsers and JSON for programs.
+"""What the gate itself answers: the "starting" page, and errors as pages or JSON.
 
 Each function returns a complete :class:`Reply` (status, headers, body) so the server can write it
 in one piece. Browsers (they ask for ``text/html``) get a small page; programs get
@@ -56,7 +56,9 @@ def _html(status: int, page: bytes, extra: Sequence[tuple[bytes, bytes]] = ()) -
     return Reply(status, page, tuple(headers))
 
 
-def _json(status: int, document: dict[str, object], extra: Sequence[tuple[bytes, bytes]] = ()) -> Reply:
+def _json(
+    status: int, document: dict[str, object], extra: Sequence[tuple[bytes, bytes]] = ()
+) -> Reply:
     headers = [
         (b"Content-Type", b"application/json"),
         (b"Cache-Control", b"no-store"),
@@ -103,8 +105,11 @@ def starting(
         if output:
             heading = "Its last output" if failure else "Its output so far"
             body += f"<h2>{heading}</h2><pre>{escape(chr(10).join(output))}</pre>"
-        page = _page(f"{name} failed" if failure else f"Starting {name}", body,
-                     refresh=None if failure else retry_after)  # fmt: skip
+        page = _page(
+            f"{name} failed" if failure else f"Starting {name}",
+            body,
+            refresh=None if failure else retry_after,
+        )
         return _html(503, page, () if failure else retry)
     document: dict[str, object] = {
         "error": message,

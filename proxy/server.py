@@ -112,7 +112,7 @@ class ClientConnection(asyncio.Protocol):
         self._drain: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
 
-    # -- asyncio -------------------------------------------------------------------------------------
+    # -- asyncio -------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
@@ -194,7 +194,7 @@ class ClientConnection(asyncio.Protocol):
             self.reading_paused = False
             self.transport.resume_reading()
 
-    # -- httptools callbacks ---------------------------------------------------------------------------
+    # -- httptools callbacks -------------------------------------------------------------
 
     def on_message_begin(self) -> None:
         self.parsing = Request()
@@ -267,7 +267,7 @@ class ClientConnection(asyncio.Protocol):
             request.waiter.set_result(None)
         self.parsing = None
 
-    # -- serving -------------------------------------------------------------------------------------
+    # -- serving -------------------------------------------------------------------------
 
     def _start_next(self) -> None:
         if self.queue and not self.closed:
@@ -287,8 +287,10 @@ class ClientConnection(asyncio.Protocol):
             return
         except Exception:
             log.exception("Unexpected error serving %s", request.target[:200])
-            self._send_reply(request, pages.error(500, "The gate failed on this request.",
-                                                  html=wants_html(request.headers)), close=True)  # fmt: skip
+            reply = pages.error(
+                500, "The gate failed on this request.", html=wants_html(request.headers)
+            )
+            self._send_reply(request, reply, close=True)
             return
         if self.closed or self.pipe is not None:
             return
@@ -329,7 +331,9 @@ class ClientConnection(asyncio.Protocol):
         self._write_reply(reply, head_only=False, close=True, version="1.1")
         self.close()
 
-    def _write_reply(self, reply: pages.Reply, *, head_only: bool, close: bool, version: str) -> None:
+    def _write_reply(
+        self, reply: pages.Reply, *, head_only: bool, close: bool, version: str
+    ) -> None:
         lines = [b"HTTP/1.1 %d %s" % (reply.status, reply.reason.encode())]
         lines += [name + b": " + value for name, value in reply.headers]
         lines.append(b"Content-Length: %d" % len(reply.body))
@@ -343,18 +347,26 @@ class ClientConnection(asyncio.Protocol):
     def _send_reply(self, request: Request, reply: pages.Reply, *, close: bool = False) -> bool:
         """Answer from the gate itself; returns whether the connection stays open."""
         # A body the client is still sending (or waiting to send) is not wanted: close after.
-        close = close or not request.keep_alive or request.upgrade or (
-            request.has_body and not request.body_done
+        close = (
+            close
+            or not request.keep_alive
+            or request.upgrade
+            or (request.has_body and not request.body_done)
         )
-        self._write_reply(reply, head_only=request.method == b"HEAD", close=close,
-                          version=request.version)  # fmt: skip
+        self._write_reply(
+            reply, head_only=request.method == b"HEAD", close=close, version=request.version
+        )
         return not close
+
+    def _error(self, request: Request, status: int, message: str) -> bool:
+        reply = pages.error(status, message, html=wants_html(request.headers))
+        return self._send_reply(request, reply)
 
     async def _handle(self, request: Request) -> bool:
         gate = self.gate
         html = wants_html(request.headers)
         if request.method == b"CONNECT":
-            return self._send_reply(request, pages.error(405, "CONNECT is not served here.", html=html))
+            return self._error(request, 405, "CONNECT is not served here.")
         target = request.target
         upstream_target = gate.paths.upstream_target(target)
         path = target.split(b"?", 1)[0]
@@ -362,8 +374,7 @@ class ClientConnection(asyncio.Protocol):
             if path == gate.paths.base.encode():
                 query = target[len(path) :].decode("latin-1")
                 return self._send_reply(request, pages.redirect(gate.paths.prefix + query))
-            return self._send_reply(request, pages.error(
-                404, f"This server only answers under {gate.paths.prefix}", html=html))  # fmt: skip
+            return self._error(request, 404, f"This server only answers under {gate.paths.prefix}")
         gate.activity.touch()
         cookies = cookies_of(request.headers)
         secure = _forwarded_proto(request.headers) == b"https"
@@ -390,9 +401,9 @@ class ClientConnection(asyncio.Protocol):
                     decision = await auth.decide(token)
                 except AuthError as e:
                     log.warning("%s", e)
-                    return self._send_reply(request, pages.error(
-                        502, "The hub did not answer the login check; try again shortly.",
-                        html=html))  # fmt: skip
+                    return self._error(
+                        request, 502, "The hub did not answer the login check; try again shortly."
+                    )
         allowed = decision is not None and decision.allowed
 
         if not gate.ready:
@@ -401,22 +412,23 @@ class ClientConnection(asyncio.Protocol):
             return self._send_reply(request, gate.starting_reply(html=html, detail=allowed))
         if not allowed:
             if decision is not None:
-                return self._send_reply(request, pages.error(
-                    403, f"{decision.kind.capitalize()} {decision.name} may not use this server.",
-                    html=html))  # fmt: skip
+                who = f"{decision.kind.capitalize()} {decision.name}"
+                return self._error(request, 403, f"{who} may not use this server.")
             if request.upgrade:
-                return self._send_reply(request, pages.error(403, "Sign in first.", html=html))
+                return self._error(request, 403, "Sign in first.")
             if html and request.method == b"GET":
-                return self._send_reply(request, auth.login(target.decode("latin-1"), cookies,
-                                                            secure=secure))  # fmt: skip
-            reply = pages.error(401, "Sign in, or send 'Authorization: token <your hub token>'.",
-                                html=html)  # fmt: skip
-            reply = pages.Reply(401, reply.body, (*reply.headers,
-                                (b"WWW-Authenticate", b'Bearer realm="JupyterHub"')))  # fmt: skip
-            return self._send_reply(request, reply)
+                login = auth.login(target.decode("latin-1"), cookies, secure=secure)
+                return self._send_reply(request, login)
+            message = "Sign in, or send 'Authorization: token <your hub token>'."
+            reply = pages.error(401, message, html=html)
+            challenge = (b"WWW-Authenticate", b'Bearer realm="JupyterHub"')
+            return self._send_reply(
+                request, pages.Reply(401, reply.body, (*reply.headers, challenge))
+            )
         if via_cookie and is_cross_site(request.method, request.headers, upgrade=request.upgrade):
-            return self._send_reply(request, pages.error(
-                403, "A request from another site cannot use your login here.", html=html))  # fmt: skip
+            return self._error(
+                request, 403, "A request from another site cannot use your login here."
+            )
 
         # The hub credential the gate used stays here: the service never sees the user's token.
         headers = request_headers(
@@ -509,11 +521,16 @@ class Exchange:
         request = self.request
         try:
             conn = await (gate.pool.connect() if request.upgrade else gate.pool.acquire())
-        except (OSError, asyncio.TimeoutError) as e:
+        except (TimeoutError, OSError) as e:
             log.warning("Cannot reach the service: %s", e)
-            return self.client._send_reply(request, pages.error(
-                502, "The service is not answering; it may have stopped.",
-                html=wants_html(request.headers)))  # fmt: skip
+            return self.client._send_reply(
+                request,
+                pages.error(
+                    502,
+                    "The service is not answering; it may have stopped.",
+                    html=wants_html(request.headers),
+                ),
+            )
         self.conn = conn
         conn.begin(self)
         conn.peer = self.client.transport
@@ -573,9 +590,11 @@ class Exchange:
         keep = self.client._send_reply(self.request, reply, close=True)
         self.done.set_result(keep)
 
-    # -- ResponseSink ------------------------------------------------------------------------------------
+    # -- ResponseSink --------------------------------------------------------------------
 
-    def response_head(self, status: int, reason: bytes, headers: list[Header], upgrade: bool) -> None:
+    def response_head(
+        self, status: int, reason: bytes, headers: list[Header], upgrade: bool
+    ) -> None:
         client = self.client
         gate = client.gate
         request = self.request
@@ -593,9 +612,9 @@ class Exchange:
         no_body = request.method == b"HEAD" or status in _NO_BODY_STATUS
         if upgrade:
             lines.append(b"Connection: Upgrade")
-            value = next((v for n, v in headers if n.lower() == b"upgrade"), None)
-            if value is not None:
-                lines.append(b"Upgrade: " + value)
+            protocol = next((v for n, v in headers if n.lower() == b"upgrade"), None)
+            if protocol is not None:
+                lines.append(b"Upgrade: " + protocol)
         else:
             if length is not None and not chunked_in:
                 lines.append(b"Content-Length: " + length)

@@ -128,7 +128,7 @@ class ServiceProcess:
             self._signal_group(signal.SIGTERM)
             try:
                 returncode = await asyncio.wait_for(self._process.wait(), grace)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 log.warning("The service did not stop within %gs; killing it", grace)
                 self._signal_group(signal.SIGKILL)
                 await self._process.wait()

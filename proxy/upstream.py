@@ -23,7 +23,9 @@ __all__ = ["ResponseSink", "UpstreamConnection", "UpstreamPool"]
 class ResponseSink(Protocol):
     """Who receives one response (the client side of an exchange)."""
 
-    def response_head(self, status: int, reason: bytes, headers: list[Header], upgrade: bool) -> None: ...
+    def response_head(
+        self, status: int, reason: bytes, headers: list[Header], upgrade: bool
+    ) -> None: ...
     def response_body(self, chunk: bytes) -> None: ...
     def response_done(self) -> None: ...
     def upstream_lost(self, exc: Exception | None) -> None: ...
@@ -70,7 +72,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.touch: Callable[[], None] | None = None
         self._drain: asyncio.Future[None] | None = None
 
-    # -- asyncio ---------------------------------------------------------------------------------
+    # -- asyncio -------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
@@ -126,7 +128,7 @@ class UpstreamConnection(asyncio.Protocol):
         if self._drain is not None and not self._drain.done():
             self._drain.set_result(None)
 
-    # -- httptools callbacks ---------------------------------------------------------------------
+    # -- httptools callbacks -------------------------------------------------------------
 
     def on_status(self, reason: bytes) -> None:
         self._reason = reason
@@ -158,7 +160,7 @@ class UpstreamConnection(asyncio.Protocol):
         if sink is not None:
             sink.response_done()
 
-    # -- the gate's side ----------------------------------------------------------------------------
+    # -- the gate's side -----------------------------------------------------------------
 
     def begin(self, sink: ResponseSink) -> None:
         self.sink = sink
@@ -216,6 +218,7 @@ class UpstreamPool:
         if self.unix_socket is not None:
             coro = loop.create_unix_connection(factory, self.unix_socket)
         else:
+            assert self.port is not None
             coro = loop.create_connection(factory, self.host, self.port)
         _, conn = await asyncio.wait_for(coro, self.connect_timeout)
         return conn

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
-
 from standins.hubapi import HubState, build
 
 HERE = Path(__file__).parent
@@ -51,7 +50,9 @@ class FakeHub:
 async def fake_hub() -> AsyncIterator[FakeHub]:
     state = HubState(
         tokens={
-            OWNER_TOKEN: user_model("alice", ["access:servers!user=alice", "read:users!user=alice"]),
+            OWNER_TOKEN: user_model(
+                "alice", ["access:servers!user=alice", "read:users!user=alice"]
+            ),
             OTHER_TOKEN: user_model("bob", ["access:servers!user=bob"]),
             SHARED_TOKEN: user_model("carol", ["access:servers!server=alice/web"]),
         }
@@ -83,8 +84,8 @@ class GateProcess:
     def origin(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    async def wait_listening(self, timeout: float = 20) -> None:
-        for _ in range(int(timeout / 0.05)):
+    async def wait_listening(self, seconds: float = 20) -> None:
+        for _ in range(int(seconds / 0.05)):
             if self.process.returncode is not None:
                 raise AssertionError("berth-gate exited:\n" + "\n".join(self.log))
             try:
@@ -96,17 +97,17 @@ class GateProcess:
             return
         raise AssertionError("berth-gate did not listen:\n" + "\n".join(self.log))
 
-    async def wait_logged(self, text: str, timeout: float = 30) -> None:
-        for _ in range(int(timeout / 0.05)):
+    async def wait_logged(self, text: str, seconds: float = 30) -> None:
+        for _ in range(int(seconds / 0.05)):
             if any(text in line for line in self.log):
                 return
             await asyncio.sleep(0.05)
         raise AssertionError(f"{text!r} never logged:\n" + "\n".join(self.log))
 
-    async def stop(self, timeout: float = 30) -> int:
+    async def stop(self, seconds: float = 30) -> int:
         if self.process.returncode is None:
             self.process.send_signal(signal.SIGTERM)
-        code = await asyncio.wait_for(self.process.wait(), timeout)
+        code = await asyncio.wait_for(self.process.wait(), seconds)
         if self._reader is not None:
             await self._reader
         return code

@@ -13,12 +13,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 import pytest_asyncio
-
 from gatekit import (
     OWNER_TOKEN,
     STANDINS,
     FakeHub,
-    GateProcess,
     fake_hub,
     start_gate,
     webapp,
@@ -90,7 +88,9 @@ async def test_crash_at_start_shows_its_output_and_passes_its_code(
 
 
 async def test_exit_code_passthrough(hub: FakeHub, client: aiohttp.ClientSession) -> None:
-    gate = await start_gate(hub.url, webapp("--port", "{port}"), options=["--ready-path", "/health"])
+    gate = await start_gate(
+        hub.url, webapp("--port", "{port}"), options=["--ready-path", "/health"]
+    )
     await gate.wait_logged("The service is ready")
     async with client.post(gate.url + "exit/7", headers=OWNER) as r:
         assert r.status == 200
@@ -151,7 +151,9 @@ async def test_unix_socket_service(hub: FakeHub, client: aiohttp.ClientSession) 
     assert not Path(socket_path).parent.exists()  # its private directory is removed
 
 
-async def test_keep_prefix_and_rendered_environment(hub: FakeHub, client: aiohttp.ClientSession) -> None:
+async def test_keep_prefix_and_rendered_environment(
+    hub: FakeHub, client: aiohttp.ClientSession
+) -> None:
     gate = await start_gate(
         hub.url,
         webapp("--port", "{port}", "--base-path", "{base_url}"),
@@ -171,7 +173,9 @@ async def test_keep_prefix_and_rendered_environment(hub: FakeHub, client: aiohtt
     assert await gate.stop() == 0
 
 
-async def test_service_that_closes_to_end_its_body(hub: FakeHub, client: aiohttp.ClientSession) -> None:
+async def test_service_that_closes_to_end_its_body(
+    hub: FakeHub, client: aiohttp.ClientSession
+) -> None:
     gate = await start_gate(hub.url, [sys.executable, str(STANDINS / "eofserver.py"), "{port}"])
     await gate.wait_logged("The service is ready")
     for _ in range(2):

@@ -19,7 +19,6 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 import pytest_asyncio
-
 from gatekit import (
     OTHER_TOKEN,
     OWNER_TOKEN,
@@ -48,8 +47,16 @@ async def gate(hub: FakeHub) -> AsyncIterator[GateProcess]:
     gate = await start_gate(
         hub.url,
         webapp("--port", "{port}"),
-        options=["--ready-path", "/health", "--upstream-timeout", "2", "--max-header-size", "8192",
-                 "--activity-interval", "0.5"],
+        options=[
+            "--ready-path",
+            "/health",
+            "--upstream-timeout",
+            "2",
+            "--max-header-size",
+            "8192",
+            "--activity-interval",
+            "0.5",
+        ],
     )
     await gate.wait_logged("The service is ready")
     yield gate
@@ -109,7 +116,9 @@ async def test_who_gets_through(gate: GateProcess, client: aiohttp.ClientSession
         assert (await r.json())["error"].startswith("Sign in")
 
 
-async def test_a_browser_is_sent_to_the_hub_login(gate: GateProcess, client: aiohttp.ClientSession) -> None:
+async def test_a_browser_is_sent_to_the_hub_login(
+    gate: GateProcess, client: aiohttp.ClientSession
+) -> None:
     async with client.get(gate.url + "tree?x=1", headers=BROWSER, allow_redirects=False) as r:
         assert r.status == 302
         location = r.headers["Location"]
@@ -145,7 +154,11 @@ async def test_websocket_echo_text_binary_ping_close_code_subprotocol(
 
 @pytest.mark.parametrize(
     ("headers", "status"),
-    [({}, 403), ({"Authorization": f"token {OTHER_TOKEN}"}, 403), ({"Authorization": "token nope"}, 403)],
+    [
+        ({}, 403),
+        ({"Authorization": f"token {OTHER_TOKEN}"}, 403),
+        ({"Authorization": "token nope"}, 403),
+    ],
 )
 async def test_websocket_upgrade_without_access_is_refused(
     gate: GateProcess, headers: dict[str, str], status: int
@@ -168,7 +181,9 @@ async def test_server_sent_events_stream_without_buffering(
         first = await r.content.readuntil(b"\n\n")
         got_first = time.time()
         rest = await r.content.read()
-    events = [json.loads(block.split(b"data: ")[1]) for block in (first + rest).split(b"\n\n") if block]
+    events = [
+        json.loads(block.split(b"data: ")[1]) for block in (first + rest).split(b"\n\n") if block
+    ]
     assert [e["i"] for e in events] == [0, 1, 2, 3]
     # the first event arrived before the service had even produced the next ones
     assert all(e["sent"] > got_first for e in events[1:])
@@ -201,11 +216,16 @@ async def test_large_download_and_uploads(gate: GateProcess, client: aiohttp.Cli
 
     for body in (io.BytesIO(blob), chunks()):  # with Content-Length, then chunked
         async with client.post(gate.url + "upload", headers=OWNER, data=body) as r:
-            assert await r.json() == {"length": len(blob), "sha256": hashlib.sha256(blob).hexdigest()}
+            assert await r.json() == {
+                "length": len(blob),
+                "sha256": hashlib.sha256(blob).hexdigest(),
+            }
 
 
 async def test_expect_continue_upload(gate: GateProcess, client: aiohttp.ClientSession) -> None:
-    async with client.post(gate.url + "upload", headers=OWNER, data=b"x" * 100_000, expect100=True) as r:
+    async with client.post(
+        gate.url + "upload", headers=OWNER, data=b"x" * 100_000, expect100=True
+    ) as r:
         assert (await r.json())["length"] == 100_000
     # refused before the body is sent
     async with client.post(gate.url + "upload", data=b"x" * 100_000, expect100=True) as r:
@@ -232,20 +252,25 @@ async def test_keep_alive_reuses_one_service_connection(gate: GateProcess) -> No
 
 
 async def test_pipelined_requests_answer_in_order(gate: GateProcess) -> None:
-    one = f"GET {gate.prefix}echo/one HTTP/1.1\r\nHost: x\r\nAuthorization: token {OWNER_TOKEN}\r\n\r\n"
-    two = one.replace("/one", "/two") .replace("\r\n\r\n", "\r\nConnection: close\r\n\r\n")
+    auth = f"Authorization: token {OWNER_TOKEN}"
+    one = f"GET {gate.prefix}echo/one HTTP/1.1\r\nHost: x\r\n{auth}\r\n\r\n"
+    two = one.replace("/one", "/two").replace("\r\n\r\n", "\r\nConnection: close\r\n\r\n")
     response = await raw(gate, (one + two).encode())
     assert response.count(b"HTTP/1.1 200 OK") == 2
     assert response.index(b'"/echo/one"') < response.index(b'"/echo/two"')
 
 
-async def test_redirects_stay_behind_the_gate(gate: GateProcess, client: aiohttp.ClientSession) -> None:
+async def test_redirects_stay_behind_the_gate(
+    gate: GateProcess, client: aiohttp.ClientSession
+) -> None:
     async with client.get(gate.url + "redirect", headers=OWNER, allow_redirects=False) as r:
         assert r.status == 302
         assert r.headers["Location"] == "/user/alice/web/echo/landed"
 
 
-async def test_outside_the_prefix_and_without_slash(gate: GateProcess, client: aiohttp.ClientSession) -> None:
+async def test_outside_the_prefix_and_without_slash(
+    gate: GateProcess, client: aiohttp.ClientSession
+) -> None:
     async with client.get(gate.origin + "/user/bob/web/", headers=OWNER) as r:
         assert r.status == 404
     async with client.get(gate.origin + "/user/alice/web?x=1", headers=OWNER,

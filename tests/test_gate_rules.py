@@ -4,16 +4,22 @@ line (as the launch spec writes it), JupyterHub's environment, pages, cookies, a
 from __future__ import annotations
 
 import json
+
 import pytest
 from aiohttp import ClientSession, web
-
 from berth.hub_config.loader import load_catalog
 from berth.proxy import pages
 from berth.proxy.activity import ActivityReporter
 from berth.proxy.auth import GateAuth, cookies_of, is_cross_site
 from berth.proxy.config import ConfigError, GateOptions, parse_args, read_environment
 from berth.proxy.gate import service_environment
-from berth.proxy.headers import PathMap, public_location, request_headers, response_headers, wants_html
+from berth.proxy.headers import (
+    PathMap,
+    public_location,
+    request_headers,
+    response_headers,
+    wants_html,
+)
 from berth.spawners.options import validate_user_options
 from berth.spawners.spec import build_launch_spec
 from gatekit import EXAMPLE_CATALOG, free_port, gate_environment

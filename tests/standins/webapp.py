@@ -1,4 +1,4 @@
-"""A small real web service for the gate's tests: HTTP echo, streams, websockets, slow and failing starts.
+"""A small real web service for the gate's tests: echo, streams, websockets, slow or failed starts.
 
     python webapp.py (--port N | --unix PATH) [--base-path /x] [--start-delay S] [--crash-at-start]
 
@@ -41,15 +41,17 @@ def build(base: str) -> web.Application:
     @routes.route("*", base + "/echo/{tail:.*}")
     async def echo(request: web.Request) -> web.Response:
         body = await request.read()
-        return web.json_response({
-            "method": request.method,
-            "path": request.path,
-            "query": request.query_string,
-            "headers": [[k, v] for k, v in request.headers.items()],
-            "body_length": len(body),
-            "body": body[:200].decode("utf-8", "replace"),
-            "peer": request.transport.get_extra_info("peername") if request.transport else None,
-        })
+        return web.json_response(
+            {
+                "method": request.method,
+                "path": request.path,
+                "query": request.query_string,
+                "headers": [[k, v] for k, v in request.headers.items()],
+                "body_length": len(body),
+                "body": body[:200].decode("utf-8", "replace"),
+                "peer": request.transport.get_extra_info("peername") if request.transport else None,
+            }
+        )
 
     @routes.get(base + "/env/{name}")
     async def env(request: web.Request) -> web.Response:
@@ -97,7 +99,9 @@ def build(base: str) -> web.Application:
     async def stream(request: web.Request, content_type: str, line) -> web.StreamResponse:
         n = int(request.query.get("n", "5"))
         gap = float(request.query.get("gap", "0"))
-        response = web.StreamResponse(headers={"Content-Type": content_type, "Cache-Control": "no-cache"})
+        response = web.StreamResponse(
+            headers={"Content-Type": content_type, "Cache-Control": "no-cache"}
+        )
         await response.prepare(request)
         for i in range(n):
             await response.write(line(i, time.time()).encode())
@@ -108,13 +112,19 @@ def build(base: str) -> web.Application:
 
     @routes.get(base + "/sse")
     async def sse(request: web.Request) -> web.StreamResponse:
-        return await stream(request, "text/event-stream",
-                            lambda i, t: f"id: {i}\ndata: {json.dumps({'i': i, 'sent': t})}\n\n")
+        return await stream(
+            request,
+            "text/event-stream",
+            lambda i, t: f"id: {i}\ndata: {json.dumps({'i': i, 'sent': t})}\n\n",
+        )
 
     @routes.get(base + "/ndjson")
     async def ndjson(request: web.Request) -> web.StreamResponse:
-        return await stream(request, "application/x-ndjson",
-                            lambda i, t: json.dumps({"token": f"t{i}", "sent": t}) + "\n")
+        return await stream(
+            request,
+            "application/x-ndjson",
+            lambda i, t: json.dumps({"token": f"t{i}", "sent": t}) + "\n",
+        )
 
     @routes.get(base + "/redirect")
     async def redirect(request: web.Request) -> web.Response:
@@ -162,7 +172,11 @@ async def main() -> None:
 
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.UnixSite(runner, args.unix) if args.unix else web.TCPSite(runner, "127.0.0.1", args.port)
+    site = (
+        web.UnixSite(runner, args.unix)
+        if args.unix
+        else web.TCPSite(runner, "127.0.0.1", args.port)
+    )
     await site.start()
     print("webapp ready", flush=True)
     await asyncio.Event().wait()
