@@ -142,6 +142,7 @@ async def start_gate(
     prefix: str = PREFIX,
     env: dict[str, str] | None = None,
     wait: bool = True,
+    cwd: str | None = None,
 ) -> GateProcess:
     port = free_port()
     environ = gate_environment(hub_url, port, prefix)
@@ -149,6 +150,7 @@ async def start_gate(
     process = await asyncio.create_subprocess_exec(
         str(GATE), *options, "--", *command,
         env=environ,
+        cwd=cwd,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip

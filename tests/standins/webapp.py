@@ -157,6 +157,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int)
     parser.add_argument("--unix")
+    parser.add_argument("--host", default="127.0.0.1", help="'localhost' binds IPv4 and IPv6")
     parser.add_argument("--base-path", default="")
     parser.add_argument("--start-delay", type=float, default=0)
     parser.add_argument("--crash-at-start", action="store_true")
@@ -173,9 +174,7 @@ async def main() -> None:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = (
-        web.UnixSite(runner, args.unix)
-        if args.unix
-        else web.TCPSite(runner, "127.0.0.1", args.port)
+        web.UnixSite(runner, args.unix) if args.unix else web.TCPSite(runner, args.host, args.port)
     )
     await site.start()
     print("webapp ready", flush=True)
