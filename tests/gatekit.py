@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
+
 from .standins.hubapi import HubState, build
 
 HERE = Path(__file__).parent

@@ -22,6 +22,7 @@ import pytest_asyncio
 from berth.hub_config.loader import load_catalog
 from berth.spawners.options import validate_user_options
 from berth.spawners.spec import LaunchSpec, build_launch_spec
+
 from .gatekit import (
     EXAMPLE_CATALOG,
     OTHER_TOKEN,

@@ -13,6 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 import pytest_asyncio
+
 from .gatekit import (
     OWNER_TOKEN,
     STANDINS,

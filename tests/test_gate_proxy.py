@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 import pytest_asyncio
+
 from .gatekit import (
     OTHER_TOKEN,
     OWNER_TOKEN,

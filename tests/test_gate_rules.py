@@ -22,6 +22,7 @@ from berth.proxy.headers import (
 )
 from berth.spawners.options import validate_user_options
 from berth.spawners.spec import build_launch_spec
+
 from .gatekit import EXAMPLE_CATALOG, free_port, gate_environment
 
 STRIP = PathMap("/user/alice/llm/", strip=True)
