@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -129,7 +130,7 @@ class Gate:
         return UpstreamPool(port=free_port())
 
     def runtime_values(self) -> dict[str, str]:
-        values = {"base_url": self.paths.base}
+        values = {"base_url": self.paths.base, "os_user": pwd.getpwuid(os.getuid()).pw_name}
         if self.pool.unix_socket is not None:
             values["unix_socket"] = self.pool.unix_socket
         else:
