@@ -122,7 +122,8 @@ async def targets(hub_url: str, which: list[str]) -> AsyncIterator[list[Target]]
         if "jhsingle" in which:
             port = free_port()
             env = gate_environment(hub_url, port, PREFIX, JUPYTERHUB_ACTIVITY_URL="")
-            argv = [str(PEERS / "jhsingle" / "bin" / "jhsingle-native-proxy"), f"--port={port}", "--ip=127.0.0.1",
+            jhsingle = PEERS / "jhsingle" / "bin" / "jhsingle-native-proxy"
+            argv = [str(jhsingle), f"--port={port}", "--ip=127.0.0.1",
                     "--authtype=oauth", "--ready-check-path=/health", "--last-activity-interval=0",
                     "--no-logs", "--", *service]  # fmt: skip
             started.append(Target("jhsingle", f"http://127.0.0.1:{port}{PREFIX}",
