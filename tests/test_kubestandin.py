@@ -15,7 +15,7 @@ import pytest
 from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.rest import ApiException
 
-from kubestandin import StandIn
+from .kubestandin import StandIn
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -215,10 +215,10 @@ async def test_gpu_shortage_is_a_failed_scheduling_event(api: client.CoreV1Api) 
 
 
 async def test_counts_requests_by_verb(standin: StandIn, api: client.CoreV1Api) -> None:
-    before = {(v, r): n for v, r, n in standin.stats()["requests"]}
+    before = standin.requests()
     await api.list_namespaced_pod("default")
     await api.list_namespaced_pod("default")
-    after = {(v, r): n for v, r, n in standin.stats()["requests"]}
+    after = standin.requests()
     assert after[("list", "pods")] - before.get(("list", "pods"), 0) == 2
 
 

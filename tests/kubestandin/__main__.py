@@ -53,6 +53,7 @@ async def serve(args: argparse.Namespace) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     await kubelet.shutdown()
+    kubelet.cleanup()
     await runner.cleanup()
 
 

@@ -35,13 +35,15 @@ class Api:
         self.store = store
         self.kubelet = kubelet
         self.validate_version = validate
-        #: (verb, resource) -> count, and (minute, verb, resource) -> count
-        self.requests: Counter[tuple[str, str]] = Counter()
-        self.timeline: list[tuple[float, str, str]] = []
+        #: (client, verb, resource) -> count; client is "token" for a client with credentials
+        #: (the hub, from its kubeconfig) and "anonymous" for a test peeking at the state
+        self.requests: Counter[tuple[str, str, str]] = Counter()
+        self.timeline: list[tuple[float, str, str, str]] = []
 
-    def count(self, verb: str, resource: str) -> None:
-        self.requests[(verb, resource)] += 1
-        self.timeline.append((time.time(), verb, resource))
+    def count(self, request: web.Request, verb: str, resource: str) -> None:
+        client = "token" if request.headers.get("Authorization") else "anonymous"
+        self.requests[(client, verb, resource)] += 1
+        self.timeline.append((time.time(), client, verb, resource))
 
     def check_schema(self, body: Obj) -> None:
         if not self.validate_version:
@@ -82,9 +84,9 @@ class Api:
                 if namespace and kind != "namespaces":
                     self.store.check_namespace(namespace)
                 if (query.get("watch") or "").lower() in ("true", "1"):
-                    self.count("watch", kind)
+                    self.count(request, "watch", kind)
                     return await self.watch(request, kind, scope, matches)
-                self.count("list", kind)
+                self.count(request, "list", kind)
                 items = self.store.list(kind, scope, matches)
                 return web.json_response(
                     {
@@ -95,7 +97,7 @@ class Api:
                     }
                 )
             if request.method == "POST":
-                self.count("create", kind)
+                self.count(request, "create", kind)
                 body = await self._body(request)
                 if not isinstance(body, dict):
                     raise ApiError(400, "BadRequest", "the body must be an object")
@@ -117,22 +119,22 @@ class Api:
             if kind != "namespaces":
                 self.store.check_namespace(namespace)
             if request.method == "GET":
-                self.count("get", kind)
+                self.count(request, "get", kind)
                 return web.json_response(self.store.get(kind, namespace, name))
             if request.method == "PUT":
-                self.count("update", kind)
+                self.count(request, "update", kind)
                 return web.json_response(
                     self.store.replace(kind, namespace, name, await self._body(request))
                 )
             if request.method == "PATCH":
-                self.count("patch", kind)
+                self.count(request, "patch", kind)
                 content_type = request.headers.get("Content-Type", "")
                 patched = self.store.patch(
                     kind, namespace, name, content_type, await self._body(request)
                 )
                 return web.json_response(patched)
             if request.method == "DELETE":
-                self.count("delete", kind)
+                self.count(request, "delete", kind)
                 return web.json_response(await self.delete(request, kind, namespace, name))
         except ApiError as e:
             return _status(e)
@@ -214,7 +216,7 @@ class Api:
         return json.dumps({"type": change.type, "object": change.obj}).encode() + b"\n"
 
     async def log(self, request: web.Request) -> web.Response:
-        self.count("get", "pods/log")
+        self.count(request, "get", "pods/log")
         namespace, name = request.match_info["namespace"], request.match_info["name"]
         try:
             self.store.get("pods", namespace, name)
@@ -229,7 +231,7 @@ class Api:
     async def stats(self, request: web.Request) -> web.Response:
         return web.json_response(
             {
-                "requests": [[v, r, n] for (v, r), n in sorted(self.requests.items())],
+                "requests": [[c, v, r, n] for (c, v, r), n in sorted(self.requests.items())],
                 "timeline": self.timeline,
                 "watchers": len(self.store.watchers),
                 "objects": {kind: len(self.store.list(kind, None, lambda o: True)) for kind in KINDS},

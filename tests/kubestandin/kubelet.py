@@ -21,6 +21,7 @@ import contextlib
 import os
 import random
 import re
+import shutil
 import signal
 import tempfile
 import time
@@ -122,6 +123,7 @@ class Kubelet:
         self.running: dict[tuple[str, str], _Running] = {}
         self.announced: dict[tuple[str, str], str] = {}
         self.root = Path(tempfile.mkdtemp(prefix="kubestandin-"))
+        self.root.chmod(0o755)
         self._octet = random.randint(100, 250)
         self._next_ip = 1
         self._wake = asyncio.Event()
@@ -313,6 +315,14 @@ class Kubelet:
             return
         workdir = self.root / f"{meta['namespace']}-{meta['name']}-{meta['uid'][:8]}"
         workdir.mkdir(parents=True)
+        # Containers run as their image's user, not root: runAsUser/runAsGroup, else 1000:100
+        # (the jupyter images' jovyan). Only a root kubelet can switch users.
+        context = {**(pod["spec"].get("securityContext") or {}), **(container.get("securityContext") or {})}
+        identity: dict[str, Any] = {}
+        if os.geteuid() == 0:
+            uid, gid = context.get("runAsUser", 1000), context.get("runAsGroup", 100)
+            os.chown(workdir, uid, gid)
+            identity = {"user": uid, "group": gid, "extra_groups": []}
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(workdir),
@@ -333,7 +343,7 @@ class Kubelet:
         try:
             process = await asyncio.create_subprocess_exec(
                 *argv, env=env, cwd=workdir, stdout=log, stderr=asyncio.subprocess.STDOUT,
-                stdin=asyncio.subprocess.DEVNULL, start_new_session=True,
+                stdin=asyncio.subprocess.DEVNULL, start_new_session=True, **identity,
             )  # fmt: skip
         except OSError as e:
             log.close()
@@ -452,6 +462,9 @@ class Kubelet:
             if task is not asyncio.current_task():
                 task.cancel()
         self._wake.set()
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
 
     def logs(self, namespace: str, name: str) -> str:
         for path in self.root.glob(f"{namespace}-{name}-*/container.log"):

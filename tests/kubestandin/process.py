@@ -31,7 +31,9 @@ class StandIn:
         self.process: subprocess.Popen[str] | None = None
 
     def start(self) -> StandIn:
-        env = dict(os.environ, PYTHONPATH=str(_HERE.parent))
+        # pods run their command from the test's own environment (there are no images here)
+        path = f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"
+        env = dict(os.environ, PYTHONPATH=str(_HERE.parent), PATH=path)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "kubestandin", *self.args],
             stdout=subprocess.PIPE,
@@ -71,6 +73,10 @@ class StandIn:
 
     def stats(self) -> dict[str, Any]:
         return self.get("/_standin/requests")  # type: ignore[no-any-return]
+
+    def requests(self, client: str = "token") -> dict[tuple[str, str], int]:
+        """(verb, resource) -> how many requests ``client`` made ("token": the hub)."""
+        return {(v, r): n for c, v, r, n in self.stats()["requests"] if c == client}
 
     def objects(self, kind: str, namespace: str = "default", selector: str = "") -> list[Any]:
         query = f"?labelSelector={urllib.request.quote(selector)}" if selector else ""
