@@ -6,7 +6,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from berth.hub_config.catalog import Catalog
 from berth.hub_config.loader import load_catalog
 from berth.spawners.kubernetes.builders import (
@@ -22,6 +21,8 @@ from berth.spawners.kubernetes.profile_list import catalog_profile_list
 from berth.spawners.options import validate_user_options
 from berth.spawners.spec import LaunchSpec, build_launch_spec
 
+JUPYTER_IMAGE = "quay.io/jupyter/scipy-notebook:2024-10-07"
+CODE_SERVER_IMAGE = "codercom/code-server:4.93.1"
 EXAMPLE = Path(__file__).parents[1] / "hub_config" / "examples" / "berth.yaml"
 DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
@@ -32,7 +33,9 @@ def catalog() -> Catalog:
     return load_catalog(EXAMPLE)
 
 
-def spec_for(catalog: Catalog, options: dict[str, object], user: str = "alice", session: str = "s1") -> LaunchSpec:
+def spec_for(
+    catalog: Catalog, options: dict[str, object], user: str = "alice", session: str = "s1"
+) -> LaunchSpec:
     selection = validate_user_options(catalog, options, ["gpu-large"])
     return build_launch_spec(selection, user, session)
 
@@ -90,7 +93,9 @@ def test_names_are_valid_kubernetes_names(user: str, session: str) -> None:
 
 
 def test_many_similar_names_stay_distinct() -> None:
-    users = [f"{p}{s}" for p in ("user", "User", "USER", "us.er", "us_er", "us-er") for s in range(300)]
+    users = [
+        f"{p}{s}" for p in ("user", "User", "USER", "us.er", "us_er", "us-er") for s in range(300)
+    ]
     pods = {kube_names(u, "s").pod for u in users}
     assert len(pods) == len(users)
     assert len({dns_label("p", u) for u in users}) == len(users)
@@ -141,7 +146,11 @@ def test_other_vendors_resource_names_and_affinity() -> None:
             "nodeAffinity": {
                 "requiredDuringSchedulingIgnoredDuringExecution": {
                     "nodeSelectorTerms": [
-                        {"matchExpressions": [{"key": "amd.com/gpu.family", "operator": "In", "values": ["MI300"]}]}
+                        {
+                            "matchExpressions": [
+                                {"key": "amd.com/gpu.family", "operator": "In", "values": ["MI300"]}
+                            ]
+                        }
                     ]
                 }
             }
@@ -149,21 +158,26 @@ def test_other_vendors_resource_names_and_affinity() -> None:
     }
     catalog = parse_catalog(text)
     # the profile's image overrides the service type's
-    assert service_override(catalog.services["vllm"], amd, "default:1") == {"image": "rocm/vllm:latest"}
+    assert service_override(catalog.services["vllm"], amd, "default:1") == {
+        "image": "rocm/vllm:latest"
+    }
     assert service_override(catalog.services["vllm"], catalog.profiles["gpu-4"], "d:1") == {
         "image": "vllm/vllm-openai:v0.6.3"
     }
 
 
 def test_session_override_for_a_gated_service(catalog: Catalog) -> None:
-    spec = spec_for(catalog, {"service": "vllm", "profile": "gpu-1", "hours": 3, "inputs": {"model": "org/m"}})
+    spec = spec_for(
+        catalog, {"service": "vllm", "profile": "gpu-1", "hours": 3, "inputs": {"model": "org/m"}}
+    )
     names = kube_names("alice", "s1")
     override = session_override(spec, names, "/user/alice/s1/")
     assert override == {
         "cmd": [
-            "berth-gate", "--ready-path", "/health", "--ready-timeout", "1200", "--prefix", "strip",
-            "--transport", "tcp", "--", "vllm", "serve", "org/m", "--host=127.0.0.1", "--port={port}",
-            "--root-path={base_url}", "--tensor-parallel-size=1", "--max-model-len=8192",
+            "berth-gate", "--ready-path", "/health", "--ready-timeout", "1200", "--prefix",
+            "strip", "--transport", "tcp", "--", "vllm", "serve", "org/m", "--host=127.0.0.1",
+            "--port={port}", "--root-path={base_url}", "--tensor-parallel-size=1",
+            "--max-model-len=8192",
         ],
         "extra_labels": {
             "berth.jupyter.org/user": names.user_label,
@@ -195,7 +209,9 @@ def test_session_override_for_a_gated_service(catalog: Catalog) -> None:
 
 
 def test_session_override_for_jupyter_with_a_home_volume(catalog: Catalog) -> None:
-    spec = spec_for(catalog, {"service": "jupyter", "profile": "cpu-small"}, user="Bob.S", session="")
+    spec = spec_for(
+        catalog, {"service": "jupyter", "profile": "cpu-small"}, user="Bob.S", session=""
+    )
     names = kube_names("Bob.S", "")
     volume = UserVolume("10Gi", "/home/jovyan", "fast")
     override = session_override(spec, names, "/user/Bob.S/", volume, probe_period=2)
@@ -205,13 +221,19 @@ def test_session_override_for_jupyter_with_a_home_volume(catalog: Catalog) -> No
         "port": "notebook-port",
     }
     assert override["extra_container_config"]["readinessProbe"]["periodSeconds"] == 2
-    assert {k: v for k, v in override.items() if k not in ("cmd", "extra_labels", "extra_annotations", "extra_container_config")} == {
+    assert {
+        k: v
+        for k, v in override.items()
+        if k not in ("cmd", "extra_labels", "extra_annotations", "extra_container_config")
+    } == {
         "storage_pvc_ensure": True,
         "pvc_name": names.pvc,
         "storage_capacity": "10Gi",
         "storage_access_modes": ["ReadWriteOnce"],
         "storage_class": "fast",
-        "volumes": {"berth-home": {"name": "berth-home", "persistentVolumeClaim": {"claimName": names.pvc}}},
+        "volumes": {
+            "berth-home": {"name": "berth-home", "persistentVolumeClaim": {"claimName": names.pvc}}
+        },
         "volume_mounts": {"berth-home": {"name": "berth-home", "mountPath": "/home/jovyan"}},
     }
     assert override["extra_annotations"]["berth.jupyter.org/user"] == "Bob.S"
@@ -241,9 +263,9 @@ def test_profile_list_entries_a_z2jh_admin_recognises(catalog: Catalog) -> None:
                 "display_name": "Service",
                 "choices": {
                     "jupyter": {"display_name": "JupyterLab",
-                                "kubespawner_override": {"image": "quay.io/jupyter/scipy-notebook:2024-10-07"}},
+                                "kubespawner_override": {"image": JUPYTER_IMAGE}},
                     "code-server": {"display_name": "VS Code",
-                                    "kubespawner_override": {"image": "codercom/code-server:4.93.1"}},
+                                    "kubespawner_override": {"image": CODE_SERVER_IMAGE}},
                     "vllm": {"display_name": "vLLM inference server",
                              "kubespawner_override": {"image": "vllm/vllm-openai:v0.6.3"}},
                     "ollama": {"display_name": "Ollama",
@@ -279,10 +301,20 @@ def test_gpu_shortage_reads_as_a_sentence(catalog: Catalog) -> None:
 
 def test_other_scheduling_and_start_events(catalog: Catalog) -> None:
     spec = spec_for(catalog, {"service": "jupyter", "profile": "cpu-large"})
-    cpu = {"reason": "FailedScheduling", "message": "0/2 nodes are available: 2 Insufficient cpu, 2 Insufficient memory."}
-    assert describe_event(cpu, spec).startswith("Waiting for 8 CPUs and 32 GiB of memory: no node has")
-    nomatch = {"reason": "FailedScheduling", "message": "0/2 nodes are available: 2 node(s) didn't match Pod's node affinity/selector."}
-    assert describe_event(nomatch, spec).startswith("No node in the cluster matches profile 'Large CPU'")
+    cpu = {
+        "reason": "FailedScheduling",
+        "message": "0/2 nodes are available: 2 Insufficient cpu, 2 Insufficient memory.",
+    }
+    assert describe_event(cpu, spec).startswith(
+        "Waiting for 8 CPUs and 32 GiB of memory: no node has"
+    )
+    nomatch = {
+        "reason": "FailedScheduling",
+        "message": "0/2 nodes are available: 2 node(s) didn't match Pod's node affinity/selector.",
+    }
+    assert describe_event(nomatch, spec).startswith(
+        "No node in the cluster matches profile 'Large CPU'"
+    )
     scheduled = {"reason": "Scheduled", "message": "Successfully assigned default/p to node-7"}
     assert describe_event(scheduled, spec) == "Placed on node node-7."
     assert describe_event({"reason": "Started", "message": "Started container notebook"}, spec) == (

@@ -10,7 +10,6 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-
 from berth.hub_config.loader import parse_catalog
 
 DEPLOY = Path(__file__).parents[1] / "deploy" / "kubernetes"
@@ -34,11 +33,15 @@ def test_manifest_is_valid_kubernetes(name: str, manifest: dict[str, Any]) -> No
 
 def test_kustomization_lists_every_manifest() -> None:
     listed = yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())["resources"]
-    assert sorted(listed) == sorted(f"manifests/{p.name}" for p in (DEPLOY / "manifests").glob("*.yaml"))
+    assert sorted(listed) == sorted(
+        f"manifests/{p.name}" for p in (DEPLOY / "manifests").glob("*.yaml")
+    )
 
 
 def _config_map(name: str) -> dict[str, str]:
-    return next(d for _, d in documents() if d["kind"] == "ConfigMap" and d["metadata"]["name"] == name)["data"]
+    return next(
+        d for _, d in documents() if d["kind"] == "ConfigMap" and d["metadata"]["name"] == name
+    )["data"]
 
 
 def test_catalog_config_map_is_a_kubernetes_catalog() -> None:
@@ -81,9 +84,19 @@ def test_culler_role_holds_only_its_scopes() -> None:
 
     config = Section()
     namespace["get_config"] = lambda: config
-    exec(compile(source.replace("berth.hub_config.configure(c,", "(lambda *a: None)(c,"), "cfg", "exec"), namespace)
+    exec(
+        compile(
+            source.replace("berth.hub_config.configure(c,", "(lambda *a: None)(c,"), "cfg", "exec"
+        ),
+        namespace,
+    )
     roles = {r["name"]: r for r in config["JupyterHub"]["load_roles"]}
-    assert sorted(roles["berth-culler"]["scopes"]) == ["delete:servers", "list:users", "read:servers", "read:users:groups"]
+    assert sorted(roles["berth-culler"]["scopes"]) == [
+        "delete:servers",
+        "list:users",
+        "read:servers",
+        "read:users:groups",
+    ]
     assert [s["name"] for s in config["JupyterHub"]["services"]] == ["berth-culler"]
 
 

@@ -69,7 +69,10 @@ def pods(kube: StandIn, selector: str = "component=singleuser-server") -> list[d
 def pod_of(kube: StandIn, user: str, session: str) -> dict[str, Any] | None:
     for pod in pods(kube):
         notes = pod["metadata"]["annotations"]
-        if notes.get("berth.jupyter.org/user") == user and notes.get("berth.jupyter.org/session") == session:
+        if (
+            notes.get("berth.jupyter.org/user") == user
+            and notes.get("berth.jupyter.org/session") == session
+        ):
             return pod
     return None
 
@@ -84,7 +87,9 @@ def wait(predicate: Any, timeout: float = 60, what: str = "condition") -> Any:
     raise TimeoutError(f"{what} not reached in {timeout}s")
 
 
-def progress_messages(hub: Hub, user: str, session: str, until: str, timeout: float = 60) -> list[str]:
+def progress_messages(
+    hub: Hub, user: str, session: str, until: str, timeout: float = 60
+) -> list[str]:
     """Read the hub's progress event stream until a message contains ``until``."""
     messages: list[str] = []
     url = f"{hub.api_url}/users/{user}/servers/{session}/progress"
@@ -131,7 +136,9 @@ def test_spawn_ready_reachable_and_stopped(hub: Hub, kube: StandIn) -> None:
     hub.stop_session("alice", "nb")
     wait(lambda: pod_of(kube, "alice", "nb") is None, what="pod deleted")
     assert kube.objects("services") == []
-    assert hub.get("/user/alice/nb/api/status", token=token, follow_redirects=False).status_code != 200
+    assert (
+        hub.get("/user/alice/nb/api/status", token=token, follow_redirects=False).status_code != 200
+    )
 
 
 def test_gpu_shortage_is_queued_with_a_clear_sentence(hub: Hub, kube: StandIn) -> None:
@@ -172,12 +179,17 @@ def test_users_alike_in_name_get_their_own_pods(hub: Hub, kube: StandIn) -> None
         hub.stop_session(user, "same")
 
 
-def test_bad_options_are_refused_before_anything_reaches_the_cluster(hub: Hub, kube: StandIn) -> None:
+def test_bad_options_are_refused_before_anything_reaches_the_cluster(
+    hub: Hub, kube: StandIn
+) -> None:
     before = kube.requests()
     for options, reason in [
         ({"service": "jupyter", "image": "evil/miner"}, "unknown option 'image'"),
         ({"service": "jupyter", "profile": "gpu-4"}, "limited to the groups gpu-large"),
-        ({"service": "jupyter", "profile-option-gpu-1--image--unlisted-choice": "x"}, "unknown option"),
+        (
+            {"service": "jupyter", "profile-option-gpu-1--image--unlisted-choice": "x"},
+            "unknown option",
+        ),
     ]:
         r = hub.start_session("bob", "bad", options)
         assert r.status_code == 400, r.text
@@ -211,6 +223,8 @@ def test_hub_uses_only_the_verbs_its_role_grants(hub: Hub, kube: StandIn) -> Non
     role_file = Path(__file__).parents[1] / "deploy" / "kubernetes" / "manifests" / "rbac.yaml"
     docs = [d for d in yaml.safe_load_all(role_file.read_text()) if d]
     role = next(d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] == "berth-hub")
-    granted = {(verb, res) for rule in role["rules"] for res in rule["resources"] for verb in rule["verbs"]}
+    granted = {
+        (verb, res) for rule in role["rules"] for res in rule["resources"] for verb in rule["verbs"]
+    }
     used = set(kube.requests())
     assert used <= granted, used - granted

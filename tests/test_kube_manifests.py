@@ -13,18 +13,17 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
+from berth.hub_config.catalog import Catalog
+from berth.hub_config.loader import load_catalog
+from berth.spawners.kubernetes import BerthKubeSpawner
+from berth.spawners.kubernetes.names import _digest
+from berth.spawners.options import OptionsError
 from jupyterhub import orm
 from jupyterhub.objects import Server
 from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.config import kube_config
 from kubespawner.objects import make_owner_reference
 from traitlets.config import Config
-
-from berth.hub_config.catalog import Catalog
-from berth.hub_config.loader import load_catalog
-from berth.spawners.kubernetes import BerthKubeSpawner
-from berth.spawners.kubernetes.names import _digest
-from berth.spawners.options import OptionsError
 
 KUBERNETES_VERSION = "1.30"
 EXAMPLE = Path(__file__).parents[1] / "hub_config" / "examples" / "berth.yaml"
@@ -36,9 +35,10 @@ def offline_kubeconfig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """KubeSpawner loads a kubeconfig when it is created; this one points nowhere (never used)."""
     path = tmp_path / "kubeconfig"
     path.write_text(
-        "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'http://127.0.0.1:9'}}]\n"
-        "users: [{name: u, user: {token: t}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\n"
-        "current-context: x\n"
+        "apiVersion: v1\nkind: Config\n"
+        "clusters: [{name: c, cluster: {server: 'http://127.0.0.1:9'}}]\n"
+        "users: [{name: u, user: {token: t}}]\n"
+        "contexts: [{name: x, context: {cluster: c, user: u}}]\ncurrent-context: x\n"
     )
     monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(path))
 
@@ -59,7 +59,11 @@ def make_spawner(user: str, session: str, config: Config | None = None) -> Berth
     )
     record = orm.Spawner(name=session)
     spawner = BerthKubeSpawner(user=owner, hub=hub, orm_spawner=record, config=cfg)
-    spawner.server = Server(orm_server=orm.Server(proto="http", ip="", port=8888, cookie_name="c", base_url=f"/user/{user}/{session}/"))
+    spawner.server = Server(
+        orm_server=orm.Server(
+            proto="http", ip="", port=8888, cookie_name="c", base_url=f"/user/{user}/{session}/"
+        )
+    )
     spawner.api_token = "session-token"
     return spawner
 
@@ -96,7 +100,9 @@ def combinations(catalog: Catalog) -> list[tuple[str, str]]:
 
 
 @pytest.mark.parametrize("volume", [False, True], ids=["no-volume", "home-volume"])
-async def test_every_manifest_of_the_example_catalog_is_valid(catalog: Catalog, volume: bool) -> None:
+async def test_every_manifest_of_the_example_catalog_is_valid(
+    catalog: Catalog, volume: bool
+) -> None:
     config = Config()
     if volume:
         config.BerthKubeSpawner.home_volume_size = "10Gi"
@@ -104,7 +110,9 @@ async def test_every_manifest_of_the_example_catalog_is_valid(catalog: Catalog, 
     checked = 0
     for user, session in [("alice", "s1"), ("Bob.Smith@Example.org", "My_Session.2")]:
         for service, profile in combinations(catalog):
-            spawner = make_spawner(user, session, config.copy() if hasattr(config, "copy") else config)
+            spawner = make_spawner(
+                user, session, config.copy() if hasattr(config, "copy") else config
+            )
             options = {"service": service, "profile": profile, "inputs": INPUTS.get(service, {})}
             pod = await render(spawner, options)
             validate(pod)
@@ -216,11 +224,16 @@ async def test_vllm_on_one_gpu_is_this_pod(catalog: Catalog) -> None:
         ({"service": "jupyter", "kubespawner_override": {"image": "x"}}, "unknown option"),
         ({"service": "jupyter", "profile": "gpu-9"}, "is not a profile jupyter runs on"),
         ({"service": "files", "profile": "gpu-1"}, "is not a profile files runs on"),
-        ({"service": "vllm", "profile": "gpu-1", "inputs": {"model": "x; rm -rf /"}}, "input 'model'"),
+        (
+            {"service": "vllm", "profile": "gpu-1", "inputs": {"model": "x; rm -rf /"}},
+            "input 'model'",
+        ),
         ({"service": "jupyter", "inputs": {"image": "evil/x"}}, "has no input 'image'"),
     ],
 )
-async def test_users_cannot_choose_images_or_resources(options: dict[str, Any], refused: str) -> None:
+async def test_users_cannot_choose_images_or_resources(
+    options: dict[str, Any], refused: str
+) -> None:
     spawner = make_spawner("mallory", "s")
     spawner.user_options = options
     with pytest.raises(OptionsError, match=refused) as error:
@@ -231,7 +244,7 @@ async def test_users_cannot_choose_images_or_resources(options: dict[str, Any], 
 
 
 async def test_kubespawner_profile_logic_is_not_reachable(catalog: Catalog) -> None:
-    """Even a user_options dict KubeSpawner itself would act on changes nothing beyond the catalog."""
+    """What a user picks changes nothing beyond what the catalog's profile says."""
     spawner = make_spawner("mallory", "s")
     spawner.user_options = {"service": "jupyter", "profile": "cpu-small"}
     await spawner.load_user_options()

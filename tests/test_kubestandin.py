@@ -45,9 +45,9 @@ def pod(name: str, command: list[str], **spec: Any) -> dict[str, Any]:
     }
 
 
-async def wait_for(predicate: Any, timeout: float = 20) -> None:
+async def wait_for(predicate: Any, seconds: float = 20) -> None:
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + seconds
     while not await predicate():
         assert loop.time() < deadline, "condition not reached"
         await asyncio.sleep(0.1)
@@ -92,8 +92,14 @@ async def test_merge_and_json_patch(api: client.CoreV1Api) -> None:
 
 async def test_list_selectors_and_namespaces(api: client.CoreV1Api) -> None:
     await api.create_namespace({"metadata": {"name": "sel"}})
-    for name, labels in [("s-1", {"app": "a", "n": "1"}), ("s-2", {"app": "a"}), ("s-3", {"app": "b"})]:
-        await api.create_namespaced_config_map("sel", {"metadata": {"name": name, "labels": labels}})
+    for name, labels in [
+        ("s-1", {"app": "a", "n": "1"}),
+        ("s-2", {"app": "a"}),
+        ("s-3", {"app": "b"}),
+    ]:
+        await api.create_namespaced_config_map(
+            "sel", {"metadata": {"name": name, "labels": labels}}
+        )
 
     async def names(**kw: Any) -> list[str]:
         found = await api.list_namespaced_config_map("sel", **kw)
@@ -115,8 +121,12 @@ async def test_list_selectors_and_namespaces(api: client.CoreV1Api) -> None:
 async def test_watch_streams_from_resource_version_with_timeout(api: client.CoreV1Api) -> None:
     listed = await api.list_namespaced_secret("default", label_selector="w=1")
     since = listed.metadata.resource_version
-    await api.create_namespaced_secret("default", {"metadata": {"name": "w-a", "labels": {"w": "1"}}})
-    await api.create_namespaced_secret("default", {"metadata": {"name": "w-b", "labels": {"w": "2"}}})
+    await api.create_namespaced_secret(
+        "default", {"metadata": {"name": "w-a", "labels": {"w": "1"}}}
+    )
+    await api.create_namespaced_secret(
+        "default", {"metadata": {"name": "w-b", "labels": {"w": "2"}}}
+    )
     await api.patch_namespaced_secret("w-a", "default", {"metadata": {"annotations": {"k": "v"}}})
     await api.delete_namespaced_secret("w-a", "default")
     seen = []
@@ -185,7 +195,10 @@ async def test_gpu_shortage_is_a_failed_scheduling_event(api: client.CoreV1Api) 
     sleep = [sys.executable, "-c", "import time; time.sleep(60)"]
     gpu = {"limits": {"nvidia.com/gpu": "1"}}
     tolerate = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
-    first, second = pod("gpu-a", sleep, tolerations=tolerate), pod("gpu-b", sleep, tolerations=tolerate)
+    first, second = (
+        pod("gpu-a", sleep, tolerations=tolerate),
+        pod("gpu-b", sleep, tolerations=tolerate),
+    )
     for body in (first, second):
         body["spec"]["containers"][0]["resources"] = gpu
     await api.create_namespaced_pod("default", first)
@@ -223,4 +236,4 @@ async def test_counts_requests_by_verb(standin: StandIn, api: client.CoreV1Api) 
 
 
 def test_kubeconfig_points_at_loopback(standin: StandIn) -> None:
-    assert "server: \"http://127.0.0.1:" in Path(standin.kubeconfig).read_text()
+    assert 'server: "http://127.0.0.1:' in Path(standin.kubeconfig).read_text()

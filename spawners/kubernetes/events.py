@@ -34,7 +34,10 @@ def _scheduling(message: str, spec: LaunchSpec) -> str:
             f" profile '{profile.display_name}' has its GPUs in use. {queued}"
         )
     if short:
-        wanted = {"cpu": f"{profile.cpus:g} CPUs", "memory": f"{profile.memory / 2**30:g} GiB of memory"}
+        wanted = {
+            "cpu": f"{profile.cpus:g} CPUs",
+            "memory": f"{profile.memory / 2**30:g} GiB of memory",
+        }
         what = " and ".join(wanted.get(name, name) for name in short)
         return f"Waiting for {what}: no node has that much free right now. {queued}"
     if "didn't match Pod's node affinity/selector" in message or "untolerated taint" in message:

@@ -44,7 +44,9 @@ def dns_label(prefix: str, *parts: str, max_length: int = 63) -> str:
 
 
 def label_value(text: str) -> str:
-    """A label value (at most 63 of ``[a-z0-9.-_]``) for any text; the exact text goes in an annotation."""
+    """A label value (at most 63 of ``[a-z0-9-]``) for any text.
+
+    The exact text goes in an annotation beside it."""
     return dns_label("v", text)[2:]
 
 

@@ -36,7 +36,12 @@ async def serve(args: argparse.Namespace) -> None:
     store = Store()
     for namespace in args.namespace:
         store.create("namespaces", "", {"metadata": {"name": namespace}})
-    kubelet = Kubelet(store, default_nodes(args.gpus), start_delay=args.start_delay)
+    kubelet = Kubelet(
+        store,
+        default_nodes(args.gpus),
+        start_delay=args.start_delay,
+        builtin_http=frozenset(args.builtin_http),
+    )
     await kubelet.start()
     app = make_app(store, kubelet, validate=args.validate or None)
     runner = web.AppRunner(app, access_log=None)
@@ -45,7 +50,7 @@ async def serve(args: argparse.Namespace) -> None:
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     url = f"http://127.0.0.1:{port}"
-    Path(args.kubeconfig).write_text(KUBECONFIG.format(url=url))
+    await asyncio.to_thread(Path(args.kubeconfig).write_text, KUBECONFIG.format(url=url))
     print(f"READY {url}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -61,8 +66,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--kubeconfig", required=True, help="where to write the kubeconfig")
     parser.add_argument("--gpus", type=int, default=1, help="nvidia.com/gpu on the GPU node")
-    parser.add_argument("--start-delay", type=float, default=0.0, help="seconds before a container starts")
-    parser.add_argument("--namespace", action="append", default=[], help="extra namespaces to create")
+    parser.add_argument(
+        "--start-delay", type=float, default=0.0, help="seconds before a container starts"
+    )
+    parser.add_argument(
+        "--namespace", action="append", default=[], help="extra namespaces to create"
+    )
+    parser.add_argument(
+        "--builtin-http",
+        action="append",
+        default=[],
+        metavar="COMMAND",
+        help="serve containers running COMMAND in-process (answers 200); for benchmarks",
+    )
     parser.add_argument("--validate", default="1.30", help="schema-check created pods ('' to skip)")
     asyncio.run(serve(parser.parse_args()))
 

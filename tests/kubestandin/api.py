@@ -1,7 +1,7 @@
 """The stand-in's HTTP side: the core/v1 REST paths kubernetes_asyncio calls, over aiohttp.
 
 List and watch honour ``labelSelector``, ``fieldSelector``, ``resourceVersion`` and
-``timeoutSeconds``; a watch is a chunked stream of JSON lines, as the API server sends. Every request
+``timeoutSeconds``; a watch is a chunked stream of JSON lines, as the API server sends. Each request
 is counted by verb and resource (``GET /_standin/requests``) so tests can check RBAC and
 benchmarks can count the hub's traffic.
 """
@@ -54,7 +54,9 @@ class Api:
             kubernetes_validate.validate(body, self.validate_version, strict=True)
         except kubernetes_validate.ValidationError as e:
             path = ".".join(str(p) for p in e.path)
-            raise ApiError(422, "Invalid", f"{body.get('kind')} is invalid: {path}: {e.message}") from None
+            raise ApiError(
+                422, "Invalid", f"{body.get('kind')} is invalid: {path}: {e.message}"
+            ) from None
 
     async def _body(self, request: web.Request) -> Any:
         try:
@@ -78,7 +80,9 @@ class Api:
                 matches_fields = field_matcher(query.get("fieldSelector"))
 
                 def matches(obj: Obj) -> bool:
-                    return matches_labels(obj["metadata"].get("labels") or {}) and matches_fields(obj)
+                    return matches_labels(obj["metadata"].get("labels") or {}) and matches_fields(
+                        obj
+                    )
 
                 scope = None if kind == "namespaces" else namespace
                 if namespace and kind != "namespaces":
@@ -179,7 +183,9 @@ class Api:
             self.store.unwatch(watcher)
             response = web.StreamResponse(headers={"Content-Type": "application/json"})
             await response.prepare(request)
-            await response.write(json.dumps({"type": "ERROR", "object": e.status()}).encode() + b"\n")
+            await response.write(
+                json.dumps({"type": "ERROR", "object": e.status()}).encode() + b"\n"
+            )
             await response.write_eof()
             return response
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
@@ -234,12 +240,16 @@ class Api:
                 "requests": [[c, v, r, n] for (c, v, r), n in sorted(self.requests.items())],
                 "timeline": self.timeline,
                 "watchers": len(self.store.watchers),
-                "objects": {kind: len(self.store.list(kind, None, lambda o: True)) for kind in KINDS},
+                "objects": {
+                    kind: len(self.store.list(kind, None, lambda o: True)) for kind in KINDS
+                },
             }
         )
 
 
-def make_app(store: Store, kubelet: Kubelet | None = None, validate: str | None = "1.30") -> web.Application:
+def make_app(
+    store: Store, kubelet: Kubelet | None = None, validate: str | None = "1.30"
+) -> web.Application:
     api = Api(store, kubelet, validate)
     app = web.Application()
     app["api"] = api

@@ -67,7 +67,10 @@ def default_nodes(gpus: int = 1) -> list[Node]:
         Node(
             "gpu-node-1",
             {"cpu": 64, "memory": 1 * 2**40, "pods": 110, "nvidia.com/gpu": gpus},
-            {"kubernetes.io/hostname": "gpu-node-1", "nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"},
+            {
+                "kubernetes.io/hostname": "gpu-node-1",
+                "nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB",
+            },
             [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}],
         ),
     ]
@@ -108,16 +111,38 @@ def _term_matches(term: Obj, labels: dict[str, str]) -> bool:
     return True
 
 
+
+
+async def _answer_ok(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 2\r\nConnection: close\r\n\r\n{}")  # fmt: skip
+        await writer.drain()
+    writer.close()
+
+
 @dataclass
 class _Running:
+    server: asyncio.Server | None = None
     process: asyncio.subprocess.Process | None = None
     workdir: Path | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
 class Kubelet:
-    def __init__(self, store: Store, nodes: list[Node], start_delay: float = 0.0) -> None:
+    def __init__(
+        self,
+        store: Store,
+        nodes: list[Node],
+        start_delay: float = 0.0,
+        builtin_http: frozenset[str] = frozenset(),
+    ) -> None:
         self.store = store
+        #: Containers whose command is one of these are served by the kubelet itself: an HTTP
+        #: server on the pod's address that answers 200 to everything. For benchmarks with
+        #: hundreds of pods, where a process per pod would measure the machine, not the hub.
+        self.builtin_http = builtin_http
         self.nodes = nodes
         self.start_delay = start_delay
         self.running: dict[tuple[str, str], _Running] = {}
@@ -192,9 +217,7 @@ class Kubelet:
             current = self.store.get("pods", meta["namespace"], meta["name"])
             if current["metadata"]["uid"] != meta["uid"]:
                 return None
-            return self.store.patch(
-                "pods", meta["namespace"], meta["name"], "", {"status": status}
-            )
+            return self.store.patch("pods", meta["namespace"], meta["name"], "", {"status": status})
         except ApiError:
             return None
 
@@ -226,7 +249,9 @@ class Kubelet:
             if taint["effect"] in ("NoSchedule", "NoExecute") and not _tolerates(
                 spec.get("tolerations") or [], taint
             ):
-                return [f"node(s) had untolerated taint {{{taint['key']}: {taint.get('value', '')}}}"]
+                return [
+                    f"node(s) had untolerated taint {{{taint['key']}: {taint.get('value', '')}}}"
+                ]
         used = self._used(node)
         return [
             f"Insufficient {name}" if name != "pods" else "Too many pods"
@@ -311,13 +336,18 @@ class Kubelet:
         )  # fmt: skip
         argv = [*container.get("command", []), *container.get("args", [])]
         if not argv:
-            self.event(pod, "Warning", "Failed", "the stand-in cannot run an image's entrypoint", "kubelet")
+            self.event(
+                pod, "Warning", "Failed", "the stand-in cannot run an image's entrypoint", "kubelet"
+            )
             return
         workdir = self.root / f"{meta['namespace']}-{meta['name']}-{meta['uid'][:8]}"
         workdir.mkdir(parents=True)
         # Containers run as their image's user, not root: runAsUser/runAsGroup, else 1000:100
         # (the jupyter images' jovyan). Only a root kubelet can switch users.
-        context = {**(pod["spec"].get("securityContext") or {}), **(container.get("securityContext") or {})}
+        context = {
+            **(pod["spec"].get("securityContext") or {}),
+            **(container.get("securityContext") or {}),
+        }
         identity: dict[str, Any] = {}
         if os.geteuid() == 0:
             uid, gid = context.get("runAsUser", 1000), context.get("runAsGroup", 100)
@@ -339,6 +369,13 @@ class Kubelet:
         env = {k: v.replace("0.0.0.0", ip) for k, v in env.items()}
         argv = [arg.replace("0.0.0.0", ip) for arg in argv]
         self.event(pod, "Normal", "Created", f"Created container {name}", "kubelet")
+        if argv[0] in self.builtin_http:
+            port = next((p["containerPort"] for p in container.get("ports", [])), 8888)
+            server = await asyncio.start_server(_answer_ok, ip, port)
+            self.running.setdefault(key, _Running()).server = server
+            self.event(pod, "Normal", "Started", f"Started container {name}", "kubelet")
+            await self._report_running(pod, container, ip)
+            return
         log = (workdir / "container.log").open("wb")
         try:
             process = await asyncio.create_subprocess_exec(
@@ -347,7 +384,9 @@ class Kubelet:
             )  # fmt: skip
         except OSError as e:
             log.close()
-            self.event(pod, "Warning", "Failed", f"Error: failed to start container: {e}", "kubelet")
+            self.event(
+                pod, "Warning", "Failed", f"Error: failed to start container: {e}", "kubelet"
+            )
             self._patch_status(pod, {"phase": "Failed"})
             return
         finally:
@@ -355,6 +394,25 @@ class Kubelet:
         running = self.running.setdefault(key, _Running())
         running.process, running.workdir = process, workdir
         self.event(pod, "Normal", "Started", f"Started container {name}", "kubelet")
+        status = await self._report_running(pod, container, ip)
+        started = status["startTime"]
+        code = await process.wait()
+        running.process = None
+        if "deletionTimestamp" in self.store.objects.get(("pods", *key), {}).get("metadata", {}):
+            return
+        status["phase"] = "Succeeded" if code == 0 else "Failed"
+        status["containerStatuses"][0].update(
+            ready=False,
+            state={"terminated": {"exitCode": code, "reason": "Completed" if code == 0 else "Error",
+                                  "startedAt": started, "finishedAt": now()}},
+        )  # fmt: skip
+        self._patch_status(pod, status)
+        self._wake.set()
+
+    async def _report_running(self, pod: Obj, container: Obj, ip: str) -> Obj:
+        meta = pod["metadata"]
+        running = self.running.setdefault((meta["namespace"], meta["name"]), _Running())
+        name = container["name"]
         probe = container.get("readinessProbe")
         started = now()
         status = {
@@ -384,25 +442,16 @@ class Kubelet:
         self._patch_status(pod, status)
         if probe:
             running.tasks.append(asyncio.create_task(self._probe(pod, container, ip, status)))
-        code = await process.wait()
-        running.process = None
-        if "deletionTimestamp" in self.store.objects.get(("pods", *key), {}).get("metadata", {}):
-            return
-        status["phase"] = "Succeeded" if code == 0 else "Failed"
-        status["containerStatuses"][0].update(
-            ready=False,
-            state={"terminated": {"exitCode": code, "reason": "Completed" if code == 0 else "Error",
-                                  "startedAt": started, "finishedAt": now()}},
-        )  # fmt: skip
-        self._patch_status(pod, status)
-        self._wake.set()
+        return status
 
     async def _probe(self, pod: Obj, container: Obj, ip: str, status: Obj) -> None:
         probe = container["readinessProbe"]
         http = probe.get("httpGet")
         port = http["port"] if http else probe["tcpSocket"]["port"]
         if isinstance(port, str):
-            port = next(p["containerPort"] for p in container.get("ports", []) if p.get("name") == port)
+            port = next(
+                p["containerPort"] for p in container.get("ports", []) if p.get("name") == port
+            )
         await asyncio.sleep(probe.get("initialDelaySeconds", 0))
         period = probe.get("periodSeconds", 10)
         assert self._session is not None
@@ -411,7 +460,9 @@ class Kubelet:
                 if http:
                     headers = {h["name"]: h["value"] for h in http.get("httpHeaders", [])}
                     headers.setdefault("User-Agent", "kube-probe/1.30")
-                    url = f"{http.get('scheme', 'HTTP').lower()}://{ip}:{port}{http.get('path', '/')}"
+                    url = (
+                        f"{http.get('scheme', 'HTTP').lower()}://{ip}:{port}{http.get('path', '/')}"
+                    )
                     async with self._session.get(url, headers=headers, allow_redirects=False) as r:
                         ok = 200 <= r.status < 400
                 else:
@@ -448,6 +499,8 @@ class Kubelet:
         running = self.running.pop(key, None)
         if running is None:
             return
+        if running.server is not None:
+            running.server.close()
         process = running.process
         if process is not None and process.returncode is None:
             with contextlib.suppress(ProcessLookupError):

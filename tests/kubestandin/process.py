@@ -20,13 +20,20 @@ class StandIn:
     """``with StandIn(tmp_path) as kube: ...`` — ``kube.kubeconfig`` and ``kube.url`` inside."""
 
     def __init__(
-        self, workdir: Path, gpus: int = 1, start_delay: float = 0.0, validate: str = "1.30"
+        self,
+        workdir: Path,
+        gpus: int = 1,
+        start_delay: float = 0.0,
+        validate: str = "1.30",
+        builtin_http: tuple[str, ...] = (),
     ) -> None:
         self.kubeconfig = workdir / "kubeconfig"
         self.args = [
             "--kubeconfig", str(self.kubeconfig), "--gpus", str(gpus),
             "--start-delay", str(start_delay), "--validate", validate,
         ]  # fmt: skip
+        for command in builtin_http:
+            self.args += ["--builtin-http", command]
         self.url = ""
         self.process: subprocess.Popen[str] | None = None
 

@@ -100,7 +100,8 @@ def label_matcher(selector: str | None) -> Callable[[dict[str, str]], bool]:
             key, value = (s.strip() for s in re.split("==?", term, maxsplit=1))
             tests.append(lambda ls, k=key, v=value: ls.get(k) == v)
         elif term.startswith("!"):
-            tests.append(lambda ls, k=term[1:].strip(): k not in ls)
+            absent = term[1:].strip()
+            tests.append(lambda ls, k=absent: k not in ls)
         else:
             tests.append(lambda ls, k=term: k in ls)
     return lambda labels: all(test(labels) for test in tests)
@@ -114,15 +115,15 @@ def _field(obj: Obj, path: str) -> str:
 
 
 def field_matcher(selector: str | None) -> Callable[[Obj], bool]:
-    """Field selectors (``metadata.name=x``, ``involvedObject.kind=Pod``, ``status.phase!=Running``)."""
+    """Field selectors such as ``metadata.name=x``, ``involvedObject.kind=Pod``, ``a.b!=c``."""
     tests: list[Callable[[Obj], bool]] = []
     for term in _split_selector(selector or ""):
-        if "!=" in term:
-            path, value = term.split("!=", 1)
-            tests.append(lambda o, p=path.strip(), v=value.strip(): _field(o, p) != v)
+        negated = "!=" in term
+        path, value = (s.strip() for s in re.split("!=|==?", term, maxsplit=1))
+        if negated:
+            tests.append(lambda o, p=path, v=value: _field(o, p) != v)
         else:
-            path, value = re.split("==?", term, maxsplit=1)
-            tests.append(lambda o, p=path.strip(), v=value.strip(): _field(o, p) == v)
+            tests.append(lambda o, p=path, v=value: _field(o, p) == v)
     return lambda obj: all(test(obj) for test in tests)
 
 
@@ -266,11 +267,12 @@ class Store:
         return obj
 
     def list(self, kind: str, namespace: str | None, matches: Callable[[Obj], bool]) -> list[Obj]:
-        return [
-            obj
-            for (k, ns, _), obj in sorted(self.objects.items())
-            if k == kind and (namespace is None or ns == namespace) and matches(obj)
+        found = [
+            (key, obj)
+            for key, obj in self.objects.items()
+            if key[0] == kind and (namespace is None or key[1] == namespace) and matches(obj)
         ]
+        return [obj for _, obj in sorted(found, key=lambda item: item[0])]
 
     def create(self, kind: str, namespace: str, body: Obj) -> Obj:
         body = copy.deepcopy(body)
@@ -294,9 +296,7 @@ class Store:
                 409, "AlreadyExists", f'{kind} "{name}" already exists', name=name, kind=kind
             )
         self.rv += 1
-        meta.update(
-            uid=str(uuid.uuid4()), resourceVersion=str(self.rv), creationTimestamp=now()
-        )
+        meta.update(uid=str(uuid.uuid4()), resourceVersion=str(self.rv), creationTimestamp=now())
         body["apiVersion"], body["kind"] = "v1", KINDS[kind]
         if kind == "namespaces":
             body["status"] = {"phase": "Active"}
@@ -304,7 +304,9 @@ class Store:
             body.setdefault("status", {})["phase"] = "Pending"
             body["status"]["qosClass"] = "Burstable"
         if kind == "services" and body.get("spec", {}).get("clusterIP") is None:
-            body.setdefault("spec", {})["clusterIP"] = f"10.96.{self.rv // 256 % 256}.{self.rv % 256}"
+            body.setdefault("spec", {})["clusterIP"] = (
+                f"10.96.{self.rv // 256 % 256}.{self.rv % 256}"
+            )
         self.objects[key] = body
         self._record("ADDED", kind, body)
         return body
@@ -353,7 +355,9 @@ class Store:
         owned = [
             key
             for key, obj in self.objects.items()
-            if any(ref.get("uid") == owner_uid for ref in obj["metadata"].get("ownerReferences", []))
+            if any(
+                ref.get("uid") == owner_uid for ref in obj["metadata"].get("ownerReferences", [])
+            )
         ]
         for kind, namespace, name in owned:
             if (kind, namespace, name) in self.objects:
