@@ -133,6 +133,11 @@ def test_spawn_ready_reachable_and_stopped(hub: Hub, kube: StandIn) -> None:
     assert r.status_code == 200, r.text
     assert "kernels" in r.json()
 
+    # the pod's own output, as `berth logs` reads it
+    r = hub.api("GET", "/berth/users/alice/sessions/nb/logs?lines=500", token=token)
+    assert r.status_code == 200, r.text
+    assert any("JupyterHubSingleUser" in line for line in r.json()["lines"])
+
     hub.stop_session("alice", "nb")
     wait(lambda: pod_of(kube, "alice", "nb") is None, what="pod deleted")
     assert kube.objects("services") == []

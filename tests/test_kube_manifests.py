@@ -108,7 +108,7 @@ async def test_every_manifest_of_the_example_catalog_is_valid(
         config.BerthKubeSpawner.home_volume_size = "10Gi"
         config.BerthKubeSpawner.home_volume_class = "standard"
     checked = 0
-    for user, session in [("alice", "s1"), ("Bob.Smith@Example.org", "My_Session.2")]:
+    for user, session in [("alice", "s1"), ("Bob.Smith@Example.org", "my-session-2")]:
         for service, profile in combinations(catalog):
             spawner = make_spawner(
                 user, session, config.copy() if hasattr(config, "copy") else config

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+from kubernetes_asyncio.client.rest import ApiException
 from kubespawner import KubeSpawner
 from traitlets import Int, Unicode, default
 
@@ -138,6 +139,22 @@ class BerthKubeSpawner(BerthSpawner, KubeSpawner):  # type: ignore[misc]
             else:
                 setattr(self, name, [*current, *ours.values()])
         self._apply_overrides(rest)
+
+    async def session_logs(self, lines: int) -> list[str] | None:
+        """The pod's own output (its container's log), last ``lines`` lines; None if no pod."""
+        try:
+            text = await self.api.read_namespaced_pod_log(
+                self.pod_name,
+                self.namespace,
+                container="notebook",
+                tail_lines=lines,
+                _request_timeout=self.k8s_api_request_timeout,
+            )
+        except ApiException as e:
+            if e.status in (400, 404):  # no such pod, or its container has not started
+                return None
+            raise
+        return str(text).splitlines()[-lines:]
 
     async def progress(self) -> AsyncIterator[dict[str, Any]]:
         """KubeSpawner's progress, with each Kubernetes event put in words (raw event kept)."""

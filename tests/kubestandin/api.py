@@ -229,6 +229,9 @@ class Api:
         except ApiError as e:
             return _status(e)
         text = self.kubelet.logs(namespace, name) if self.kubelet else ""
+        tail = request.query.get("tailLines")
+        if tail is not None:
+            text = "".join(text.splitlines(keepends=True)[-int(tail) :])
         return web.Response(text=text)
 
     async def version(self, request: web.Request) -> web.Response:
