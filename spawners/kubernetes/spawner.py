@@ -27,7 +27,7 @@ from .profile_list import catalog_profile_list
 __all__ = ["BerthKubeSpawner"]
 
 
-class BerthKubeSpawner(BerthSpawner, KubeSpawner):  # type: ignore[misc]
+class BerthKubeSpawner(BerthSpawner, KubeSpawner):
     """Run catalog sessions as Kubernetes pods (configure as ``c.BerthKubeSpawner``)."""
 
     default_image = Unicode(

@@ -111,8 +111,6 @@ def _term_matches(term: Obj, labels: dict[str, str]) -> bool:
     return True
 
 
-
-
 async def _answer_ok(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     with contextlib.suppress(OSError, asyncio.IncompleteReadError):
         await reader.readuntil(b"\r\n\r\n")
