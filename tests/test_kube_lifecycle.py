@@ -55,7 +55,7 @@ def hub(kube: StandIn, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub
     )
     try:
         hub.start()
-        for user in ("alice", "Alice2", "bob"):
+        for user in ("alice", "bob", "ann.lee", "ann-lee"):
             hub.create_user(user)
         yield hub
     finally:
@@ -173,14 +173,21 @@ def test_gpu_shortage_is_queued_with_a_clear_sentence(hub: Hub, kube: StandIn) -
 
 
 def test_users_alike_in_name_get_their_own_pods(hub: Hub, kube: StandIn) -> None:
-    for user in ("alice", "Alice2"):
+    """'ann.lee' and 'ann-lee' read alike as DNS labels; each gets their own pod and service."""
+    for user in ("ann.lee", "ann-lee"):
         r = hub.start_session(user, "same", {"service": "jupyter", "profile": "cpu-small"})
         assert r.status_code in (201, 202), r.text
-    for user in ("alice", "Alice2"):
+    for user in ("ann.lee", "ann-lee"):
         hub.wait_ready(user, "same")
-    first, second = pod_of(kube, "alice", "same"), pod_of(kube, "Alice2", "same")
-    assert first and second and first["metadata"]["name"] != second["metadata"]["name"]
-    for user in ("alice", "Alice2"):
+    first, second = pod_of(kube, "ann.lee", "same"), pod_of(kube, "ann-lee", "same")
+    assert first and second
+    assert first["metadata"]["name"] != second["metadata"]["name"]
+    assert first["metadata"]["name"].startswith("berth-ann-lee-same-")
+    services = {s["metadata"]["name"] for s in kube.objects("services")}
+    assert {first["metadata"]["name"], second["metadata"]["name"]} <= services
+    for user in ("ann.lee", "ann-lee"):
+        token = hub.token(user)
+        assert hub.get(f"/user/{user}/same/api/status", token=token).status_code == 200
         hub.stop_session(user, "same")
 
 

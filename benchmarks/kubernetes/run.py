@@ -15,7 +15,7 @@
 2. Traffic at scale: ``--sessions`` Berth sessions running, then the hub's requests to the API
    counted per minute by verb and resource while it polls every session (poll_interval 10 s).
 
-Writes ``results.json`` beside this file; RESULTS.md is written from it by hand.
+Writes ``results.json`` (``--out``) beside this file; RESULTS.md is written from it by hand.
 """
 
 from __future__ import annotations
@@ -216,6 +216,18 @@ async def spawn_all(hub: BenchHub, users: list[str], options: dict[str, Any] | N
         return list(await asyncio.gather(*(one(u) for u in users)))
 
 
+async def spawn_together(
+    hubs: dict[str, BenchHub], users: list[str], options: dict[str, Any]
+) -> dict[str, list[float]]:
+    names = list(hubs)
+    runs = [spawn_all(hubs[name], users, options[name]) for name in names]
+    return dict(zip(names, await asyncio.gather(*runs), strict=True))
+
+
+async def stop_together(hubs: dict[str, BenchHub], users: list[str]) -> None:
+    await asyncio.gather(*(stop_all(hub, users) for hub in hubs.values()))
+
+
 async def stop_all(hub: BenchHub, users: list[str]) -> None:
     headers = {"Authorization": f"token {hub.token}"}
     async with httpx.AsyncClient(headers=headers, timeout=600) as client:
@@ -250,12 +262,50 @@ def summary(values: list[float]) -> dict[str, float]:
     }
 
 
+def traffic(
+    kube: StandIn, berth: BenchHub, users: list[str], options: Any, window_seconds: float
+) -> dict[str, Any]:
+    """Start one Berth session per user (100 at a time), then count the hub's API requests."""
+    create_users(berth, users)
+    before = len(kube.stats()["timeline"])
+    spawn_started = time.time()
+    for start in range(0, len(users), 100):
+        asyncio.run(spawn_all(berth, users[start : start + 100], options))
+        print(f"{min(start + 100, len(users))} sessions running", flush=True)
+    spawn_seconds = time.time() - spawn_started
+    timeline = kube.stats()["timeline"][before:]
+    spawning = Counter(f"{verb} {res}" for _, client, verb, res in timeline if client == "token")
+    window_start = time.time()
+    time.sleep(window_seconds)
+    window = [e for e in kube.stats()["timeline"] if e[0] >= window_start and e[1] == "token"]
+    minutes = window_seconds / 60
+    per_minute = Counter(f"{verb} {res}" for _, _, verb, res in window)
+    return {
+        "sessions": len(users),
+        "spawn_seconds": spawn_seconds,
+        "requests_while_spawning": dict(sorted(spawning.items())),
+        "requests_per_session_while_spawning": {
+            k: v / len(users) for k, v in sorted(spawning.items())
+        },
+        "window_seconds": window_seconds,
+        "idle_requests_per_minute": {k: v / minutes for k, v in sorted(per_minute.items())},
+        "objects": kube.stats()["objects"],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--spawns", type=int, default=100)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1, help="rounds run first, not counted")
+    parser.add_argument(
+        "--arms",
+        default="berth,stock",
+        help="comma-separated: berth, stock, berth-no-service (Berth without the Service)",
+    )
     parser.add_argument("--sessions", type=int, default=1000)
     parser.add_argument("--window", type=float, default=120, help="seconds of traffic counted")
+    parser.add_argument("--out", default="results.json", help="file name, beside this script")
     args = parser.parse_args()
     peer_python = ensure_peer_venv()
     workdir = Path(tempfile.mkdtemp(prefix="berth-kube-bench-"))
@@ -263,13 +313,14 @@ def main() -> None:
     with StandIn(workdir, validate="", builtin_http=("jupyterhub-singleuser",)) as kube:
         for namespace in ("bench-berth", "bench-stock", "bench-berth-ns"):
             httpx.post(f"{kube.url}/api/v1/namespaces", json={"metadata": {"name": namespace}})
-        hubs = {
+        every = {
             "berth": BenchHub("berth", Path(sys.executable), kube, "bench-berth", workdir),
             "stock": BenchHub("stock", peer_python, kube, "bench-stock", workdir),
             "berth-no-service": BenchHub(
                 "berth-no-service", Path(sys.executable), kube, "bench-berth-ns", workdir
             ),
         }
+        hubs = {name: every[name] for name in args.arms.split(",")}
         users = [f"u{i:04d}" for i in range(max(args.spawns, args.sessions))]
         chosen = {"service": "bench", "profile": "small", "hours": 1}
         options = {"berth": chosen, "stock": None, "berth-no-service": chosen}
@@ -279,63 +330,45 @@ def main() -> None:
             for hub in hubs.values():
                 hub.start()
                 create_users(hub, users[: args.spawns])
-            for round_ in range(args.rounds):
+            batch = users[: args.spawns]
+            per_round: list[dict[str, float]] = []
+            for round_ in range(args.warmup + args.rounds):
+                offsets = {name: hub.log_size() for name, hub in hubs.items()}
+                # Every arm spawns at the same moment: they share whatever else the machine does.
+                took_all = asyncio.run(spawn_together(hubs, batch, options))
+                label = "warm-up" if round_ < args.warmup else f"round {round_ + 1 - args.warmup}"
+                medians = {}
                 for name, hub in hubs.items():
-                    batch = users[: args.spawns]
-                    offset = hub.log_size()
-                    took = asyncio.run(spawn_all(hub, batch, options[name]))
-                    times[name] += took
-                    measured, _ = hub.spawn_durations(offset)
+                    measured, _ = hub.spawn_durations(offsets[name])
                     assert len(measured) == len(batch), (name, len(measured))
-                    hub_times[name] += measured
-                    print(f"round {round_ + 1} {name}: hub {summary(measured)}", flush=True)
-                    print(f"round {round_ + 1} {name}: client {summary(took)}", flush=True)
-                    asyncio.run(stop_all(hub, batch))
+                    print(f"{label} {name}: hub {summary(measured)}", flush=True)
+                    print(f"{label} {name}: client {summary(took_all[name])}", flush=True)
+                    medians[name] = statistics.median(measured)
+                    if round_ >= args.warmup:
+                        times[name] += took_all[name]
+                        hub_times[name] += measured
+                if round_ >= args.warmup:
+                    per_round.append(medians)
+                asyncio.run(stop_together(hubs, batch))
+            results["per_round_hub_p50"] = per_round
             results["spawn_to_ready_hub"] = {name: summary(t) for name, t in hub_times.items()}
             results["post_to_ready_event"] = {name: summary(t) for name, t in times.items()}
             for key in ("spawn_to_ready_hub", "post_to_ready_event"):
                 for q in ("p50", "p99"):
                     ratio = results[key]["berth"][q] / results[key]["stock"][q]
                     results[f"ratio_{key}_{q}"] = ratio
-            hubs["stock"].stop()
-            hubs["berth-no-service"].stop()
-
-            # ---- traffic with many sessions --------------------------------------------------
-            berth = hubs["berth"]
-            create_users(berth, users[: args.sessions])
-            before = len(kube.stats()["timeline"])
-            spawn_started = time.time()
-            for start in range(0, args.sessions, 100):
-                asyncio.run(spawn_all(berth, users[start : start + 100], options["berth"]))
-                print(f"{min(start + 100, args.sessions)} sessions running", flush=True)
-            spawn_seconds = time.time() - spawn_started
-            timeline = kube.stats()["timeline"][before:]
-            spawning = Counter(
-                f"{verb} {res}" for _, client, verb, res in timeline if client == "token"
-            )
-            window_start = time.time()
-            time.sleep(args.window)
-            window = [
-                e for e in kube.stats()["timeline"] if e[0] >= window_start and e[1] == "token"
-            ]
-            minutes = args.window / 60
-            per_minute = Counter(f"{verb} {res}" for _, _, verb, res in window)
-            results["traffic"] = {
-                "sessions": args.sessions,
-                "spawn_seconds": spawn_seconds,
-                "requests_while_spawning": dict(sorted(spawning.items())),
-                "requests_per_session_while_spawning": {
-                    k: v / args.sessions for k, v in sorted(spawning.items())
-                },
-                "window_seconds": args.window,
-                "idle_requests_per_minute": {k: v / minutes for k, v in sorted(per_minute.items())},
-                "objects": kube.stats()["objects"],
-            }
-            print(json.dumps(results["traffic"], indent=1), flush=True)
+            for name, hub in hubs.items():
+                if name != "berth":
+                    hub.stop()
+            if args.sessions:
+                results["traffic"] = traffic(
+                    kube, hubs["berth"], users[: args.sessions], options["berth"], args.window
+                )
+                print(json.dumps(results["traffic"], indent=1), flush=True)
         finally:
             for hub in hubs.values():
                 hub.stop()
-    (HERE / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    (HERE / args.out).write_text(json.dumps(results, indent=1) + "\n")
     print(json.dumps({k: v for k, v in results.items() if k != "traffic"}, indent=1))
     shutil.rmtree(workdir, ignore_errors=True)
 

@@ -61,7 +61,7 @@ def default_nodes(gpus: int = 1) -> list[Node]:
     return [
         Node(
             "cpu-node-1",
-            {"cpu": 256, "memory": 2 * 2**40, "pods": 2000},
+            {"cpu": 4096, "memory": 16 * 2**40, "pods": 5000},
             {"kubernetes.io/hostname": "cpu-node-1"},
         ),
         Node(
