@@ -21,13 +21,7 @@ from .kubestandin import StandIn
 
 pytestmark = pytest.mark.timeout(240)
 
-# There is no cluster DNS on loopback: reach the pod at its own (loopback) address instead of
-# the per-session Service's DNS name, which is what KubeSpawner would use in a cluster.
 EXTRA_CONFIG = """
-def _pod_url(spawner, pod):
-    return "http://%s:%i" % (pod["status"]["podIP"], spawner.port)
-
-c.BerthKubeSpawner.get_pod_url = _pod_url
 c.BerthKubeSpawner.namespace = "default"
 c.BerthKubeSpawner.start_timeout = 120
 # answer POST .../servers/x at once (202), so tests can follow the spawn's progress
@@ -134,9 +128,12 @@ def test_spawn_ready_reachable_and_stopped(hub: Hub, kube: StandIn) -> None:
     assert "kernels" in r.json()
 
     # the pod's own output, as `berth logs` reads it
-    r = hub.api("GET", "/berth/users/alice/sessions/nb/logs?lines=500", token=token)
-    assert r.status_code == 200, r.text
-    assert any("JupyterHubSingleUser" in line for line in r.json()["lines"])
+    def logged() -> bool:
+        r = hub.api("GET", "/berth/users/alice/sessions/nb/logs?lines=500", token=token)
+        assert r.status_code == 200, r.text
+        return any("JupyterHubSingleUser" in line for line in r.json()["lines"])
+
+    wait(logged, timeout=20, what="the server's own log lines")
 
     hub.stop_session("alice", "nb")
     wait(lambda: pod_of(kube, "alice", "nb") is None, what="pod deleted")

@@ -87,10 +87,6 @@ c.Spawner.start_timeout = 600
 c.Spawner.http_timeout = 120
 c.Spawner.poll_interval = 10
 
-def _pod_url(spawner, pod):
-    return "http://%s:%i" % (pod["status"]["podIP"], spawner.port)
-
-c.KubeSpawner.get_pod_url = _pod_url
 c.KubeSpawner.namespace = {namespace!r}
 """
 

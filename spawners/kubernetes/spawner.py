@@ -11,11 +11,14 @@ shared allow-list before anything is sent to the cluster.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
+from jupyterhub.utils import exponential_backoff
 from kubernetes_asyncio.client.rest import ApiException
 from kubespawner import KubeSpawner
-from traitlets import Int, Unicode, default
+from kubespawner.objects import make_owner_reference
+from traitlets import Bool, Int, Unicode, default
 
 from ..base import BerthSpawner
 from ..spec import LaunchSpec
@@ -68,11 +71,16 @@ class BerthKubeSpawner(BerthSpawner, KubeSpawner):
         """,
     ).tag(config=True)
 
-    @default("services_enabled")
-    def _default_services_enabled(self) -> bool:
-        # One Service per session pod, owned by the pod (deleted with it): a stable in-cluster
-        # name for the session, e.g. for another pod to call a vLLM endpoint.
-        return True
+    session_service = Bool(
+        True,
+        help="""
+        Give each session pod a Service of the same name, owned by the pod (Kubernetes deletes
+        it with the pod): a stable in-cluster name (<pod>.<namespace>.svc) for the session,
+        e.g. for another pod to call a vLLM endpoint. It is made once the pod is ready, so it
+        adds no wait before; the hub itself still connects to the pod's IP, as z2jh does
+        (KubeSpawner's `services_enabled`, which routes the hub through the Service, stays off).
+        """,
+    ).tag(config=True)
 
     @default("start_timeout")
     def _default_start_timeout(self) -> int:
@@ -139,6 +147,28 @@ class BerthKubeSpawner(BerthSpawner, KubeSpawner):
             else:
                 setattr(self, name, [*current, *ours.values()])
         self._apply_overrides(rest)
+
+    async def _start(self) -> str:
+        url: str = await super()._start()
+        if self.session_service and not self.services_enabled:
+            await self._make_session_service()
+        return url
+
+    async def _make_session_service(self) -> None:
+        """The pod's Service, owned by the pod; a stale one of the same name is removed first."""
+        owner = make_owner_reference(self.pod_name, self.pod_id)
+        manifest = self.get_service_manifest(owner, self.port)
+        name = manifest.metadata.name
+        await exponential_backoff(
+            partial(self._ensure_not_exists, "service", name),
+            f"Could not remove the stale service {name}",
+            timeout=self.k8s_api_request_retry_timeout,
+        )
+        await exponential_backoff(
+            partial(self._make_create_resource_request, "service", manifest),
+            f"Could not create service {name}",
+            timeout=self.k8s_api_request_retry_timeout,
+        )
 
     async def session_logs(self, lines: int) -> list[str] | None:
         """The pod's own output (its container's log), last ``lines`` lines; None if no pod."""
