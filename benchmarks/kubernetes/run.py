@@ -357,6 +357,8 @@ def main() -> None:
                 if name != "berth":
                     hub.stop()
             if args.sessions:
+                while kube.objects("pods", namespace=hubs["berth"].namespace):
+                    time.sleep(1)  # the last round's pods are gone before the count starts
                 results["traffic"] = traffic(
                     kube, hubs["berth"], users[: args.sessions], options["berth"], args.window
                 )
