@@ -169,11 +169,19 @@ class BenchHub:
             time.sleep(0.2)
         raise RuntimeError(f"{self.name} hub did not start; see {self.dir}/jupyterhub.log")
 
-    def spawn_durations(self, since: int) -> tuple[list[float], int]:
+    def spawn_durations(self, since: int) -> dict[str, float]:
         """The hub's own "User u:s took X seconds to start" lines after byte ``since``."""
-        data = (self.dir / "jupyterhub.log").read_bytes()
-        found = [float(m) for m in re.findall(rb"took ([0-9.]+) seconds to start", data[since:])]
-        return found, len(data)
+        data = (self.dir / "jupyterhub.log").read_bytes()[since:]
+        found = re.findall(rb"User ([^:\s]+):\S* took ([0-9.]+) seconds to start", data)
+        return {user.decode(): float(seconds) for user, seconds in found}
+
+    def kubelet_delays(self, kube: StandIn) -> dict[str, float]:
+        """Per user: seconds the stand-in's scheduler and kubelet held the pod, created to Ready."""
+        delays = {}
+        for t in kube.stats()["timings"]:
+            if t["namespace"] == self.namespace and "ready" in t and t.get("user"):
+                delays[t["user"]] = t["ready"] - t["created"]
+        return delays
 
     def log_size(self) -> int:
         return (self.dir / "jupyterhub.log").stat().st_size
@@ -322,6 +330,7 @@ def main() -> None:
         options = {"berth": chosen, "stock": None, "berth-no-service": chosen}
         times: dict[str, list[float]] = {name: [] for name in hubs}
         hub_times: dict[str, list[float]] = {name: [] for name in hubs}
+        own_times: dict[str, list[float]] = {name: [] for name in hubs}
         try:
             for hub in hubs.values():
                 hub.start()
@@ -335,21 +344,33 @@ def main() -> None:
                 label = "warm-up" if round_ < args.warmup else f"round {round_ + 1 - args.warmup}"
                 medians = {}
                 for name, hub in hubs.items():
-                    measured, _ = hub.spawn_durations(offsets[name])
-                    assert len(measured) == len(batch), (name, len(measured))
+                    by_user = hub.spawn_durations(offsets[name])
+                    assert len(by_user) == len(batch), (name, len(by_user))
+                    delays = hub.kubelet_delays(kube)
+                    measured = list(by_user.values())
+                    own = [seconds - delays[user] for user, seconds in by_user.items()]
                     print(f"{label} {name}: hub {summary(measured)}", flush=True)
+                    print(f"{label} {name}: minus kubelet {summary(own)}", flush=True)
                     print(f"{label} {name}: client {summary(took_all[name])}", flush=True)
-                    medians[name] = statistics.median(measured)
+                    medians[name] = statistics.median(own)
                     if round_ >= args.warmup:
                         times[name] += took_all[name]
                         hub_times[name] += measured
+                        own_times[name] += own
                 if round_ >= args.warmup:
                     per_round.append(medians)
                 asyncio.run(stop_together(hubs, batch))
-            results["per_round_hub_p50"] = per_round
+            results["per_round_p50_minus_kubelet"] = per_round
             results["spawn_to_ready_hub"] = {name: summary(t) for name, t in hub_times.items()}
+            results["spawn_to_ready_minus_kubelet"] = {
+                name: summary(t) for name, t in own_times.items()
+            }
             results["post_to_ready_event"] = {name: summary(t) for name, t in times.items()}
-            for key in ("spawn_to_ready_hub", "post_to_ready_event"):
+            for key in (
+                "spawn_to_ready_minus_kubelet",
+                "spawn_to_ready_hub",
+                "post_to_ready_event",
+            ):
                 for q in ("p50", "p99"):
                     ratio = results[key]["berth"][q] / results[key]["stock"][q]
                     results[f"ratio_{key}_{q}"] = ratio

@@ -243,6 +243,10 @@ class Api:
                 "requests": [[c, v, r, n] for (c, v, r), n in sorted(self.requests.items())],
                 "timeline": self.timeline,
                 "watchers": len(self.store.watchers),
+                "timings": [
+                    {"namespace": ns, "pod": name, **timing}
+                    for (ns, name), timing in (self.kubelet.timings if self.kubelet else {}).items()
+                ],
                 "objects": {
                     kind: len(self.store.list(kind, None, lambda o: True)) for kind in KINDS
                 },

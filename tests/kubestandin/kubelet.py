@@ -144,6 +144,9 @@ class Kubelet:
         self.nodes = nodes
         self.start_delay = start_delay
         self.running: dict[tuple[str, str], _Running] = {}
+        #: per pod (namespace, name): wall-clock times it was created, reported Running and
+        #: reported Ready, and its user annotation — what benchmarks subtract as the kubelet's delay
+        self.timings: dict[tuple[str, str], dict[str, Any]] = {}
         self.announced: dict[tuple[str, str], str] = {}
         self.root = Path(tempfile.mkdtemp(prefix="kubestandin-"))
         self.root.chmod(0o755)
@@ -177,6 +180,10 @@ class Kubelet:
                 asyncio.get_running_loop().create_task(self._kill(key, grace=0))
             self._wake.set()
         elif change.type == "ADDED":
+            self.timings[key] = {
+                "user": (meta.get("annotations") or {}).get("hub.jupyter.org/username"),
+                "created": time.time(),
+            }
             self._wake.set()
 
     # ---- events ----------------------------------------------------------------------------
@@ -211,6 +218,12 @@ class Kubelet:
 
     def _patch_status(self, pod: Obj, status: Obj) -> Obj | None:
         meta = pod["metadata"]
+        timing = self.timings.get((meta["namespace"], meta["name"]))
+        if timing is not None and status.get("phase") == "Running":
+            timing.setdefault("running", time.time())
+            ready = [c for c in status.get("conditions", []) if c["type"] == "Ready"]
+            if ready and ready[0]["status"] == "True":
+                timing.setdefault("ready", time.time())
         try:
             current = self.store.get("pods", meta["namespace"], meta["name"])
             if current["metadata"]["uid"] != meta["uid"]:
