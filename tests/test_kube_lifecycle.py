@@ -117,6 +117,8 @@ def test_spawn_ready_reachable_and_stopped(hub: Hub, kube: StandIn) -> None:
     limits = pod["spec"]["containers"][0]["resources"]["limits"]
     assert (float(limits["cpu"]), int(limits["memory"])) == (2, 4 * 2**30) and len(limits) == 2
     assert pod["status"]["containerStatuses"][0]["ready"]
+    # the session's Service follows in the background, owned by the pod
+    wait(lambda: bool(kube.objects("services")), what="the session's Service")
     services = kube.objects("services")
     assert [s["metadata"]["name"] for s in services] == [pod["metadata"]["name"]]
     assert services[0]["metadata"]["ownerReferences"][0]["uid"] == pod["metadata"]["uid"]
@@ -180,8 +182,11 @@ def test_users_alike_in_name_get_their_own_pods(hub: Hub, kube: StandIn) -> None
     assert first and second
     assert first["metadata"]["name"] != second["metadata"]["name"]
     assert first["metadata"]["name"].startswith("berth-ann-lee-same-")
-    services = {s["metadata"]["name"] for s in kube.objects("services")}
-    assert {first["metadata"]["name"], second["metadata"]["name"]} <= services
+    names = {first["metadata"]["name"], second["metadata"]["name"]}
+    wait(
+        lambda: names <= {s["metadata"]["name"] for s in kube.objects("services")},
+        what="both sessions' Services",
+    )
     for user in ("ann.lee", "ann-lee"):
         token = hub.token(user)
         assert hub.get(f"/user/{user}/same/api/status", token=token).status_code == 200

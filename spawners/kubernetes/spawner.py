@@ -10,6 +10,8 @@ shared allow-list before anything is sent to the cluster.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from functools import partial
 from typing import Any
@@ -76,9 +78,10 @@ class BerthKubeSpawner(BerthSpawner, KubeSpawner):
         help="""
         Give each session pod a Service of the same name, owned by the pod (Kubernetes deletes
         it with the pod): a stable in-cluster name (<pod>.<namespace>.svc) for the session,
-        e.g. for another pod to call a vLLM endpoint. It is made once the pod is ready, so it
-        adds no wait before; the hub itself still connects to the pod's IP, as z2jh does
-        (KubeSpawner's `services_enabled`, which routes the hub through the Service, stays off).
+        e.g. for another pod to call a vLLM endpoint. It is made in the background once the
+        pod is ready, so it adds no wait to the spawn; the hub itself still connects to the
+        pod's IP, as z2jh does (KubeSpawner's `services_enabled`, which routes the hub through
+        the Service, stays off).
         """,
     ).tag(config=True)
 
@@ -90,6 +93,8 @@ class BerthKubeSpawner(BerthSpawner, KubeSpawner):
     @default("profile_list")
     def _default_profile_list(self) -> list[dict[str, Any]]:
         return catalog_profile_list(self.berth_catalog, self.default_image)
+
+    _service_task: asyncio.Task[None] | None = None
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -151,8 +156,23 @@ class BerthKubeSpawner(BerthSpawner, KubeSpawner):
     async def _start(self) -> str:
         url: str = await super()._start()
         if self.session_service and not self.services_enabled:
-            await self._make_session_service()
+            # Off the spawn path: the hub reaches the pod by IP; the Service is for others.
+            self._service_task = asyncio.create_task(self._make_session_service_logged())
         return url
+
+    async def _make_session_service_logged(self) -> None:
+        try:
+            await self._make_session_service()
+        except Exception:
+            self.log.exception("Could not make the Service of %s", self._log_name)
+
+    async def stop(self, now: bool = False) -> None:
+        task, self._service_task = self._service_task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await super().stop(now=now)
 
     async def _make_session_service(self) -> None:
         """The pod's Service, owned by the pod; a stale one of the same name is removed first."""
