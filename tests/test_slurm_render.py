@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from berth.hub_config import load_catalog
 from berth.hub_config.catalog import Catalog, SlurmProfile
 from berth.spawners.options import validate_user_options
@@ -48,7 +47,9 @@ def catalog() -> Catalog:
     return load_catalog(EXAMPLE)
 
 
-def spec_for(catalog: Catalog, options: dict[str, Any], groups: list[str] | None = None) -> LaunchSpec:
+def spec_for(
+    catalog: Catalog, options: dict[str, Any], groups: list[str] | None = None
+) -> LaunchSpec:
     selection = validate_user_options(catalog, options, groups or [])
     return build_launch_spec(selection, "alice", "nb")
 
@@ -58,7 +59,9 @@ def test_every_example_profile_is_covered_below(catalog: Catalog) -> None:
 
 
 def test_jupyter_on_cpu_small(catalog: Catalog) -> None:
-    job = render_batch_job(spec_for(catalog, {"service": "jupyter", "profile": "cpu-small"}), SETTINGS)
+    job = render_batch_job(
+        spec_for(catalog, {"service": "jupyter", "profile": "cpu-small"}), SETTINGS
+    )
     assert job == BatchJob(
         argv=(*HEAD, "--cpus-per-task=2", "--mem=4096M", "--time=6:00:00", "--partition=cpu"),
         script="""\
@@ -88,9 +91,9 @@ export BERTH_PROFILE=cpu-large
 export BERTH_SERVICE=rstudio
 export BERTH_SESSION_HOURS=0.5
 exec berth-slurm-job --ip 0.0.0.0 -- berth-gate --ready-path / --ready-timeout 120 --prefix strip \
---transport tcp -- rserver --www-address=127.0.0.1 '--www-port={port}' '--www-root-path={base_url}' \
---auth-none=1 --www-frame-origin=same --www-verify-user-agent=0 --server-user=alice \
---server-daemonize=0 --server-data-dir=/tmp/rstudio-alice-nb
+--transport tcp -- rserver --www-address=127.0.0.1 '--www-port={port}' \
+'--www-root-path={base_url}' --auth-none=1 --www-frame-origin=same --www-verify-user-agent=0 \
+--server-user=alice --server-daemonize=0 --server-data-dir=/tmp/rstudio-alice-nb
 """.replace("\\\n", ""),
     )
 
@@ -185,7 +188,9 @@ def test_profile_account_constraint_reservation_and_untyped_gpus(catalog: Catalo
         ),
     )  # fmt: skip
     spec = dataclasses.replace(
-        spec, profile=profile, resources=dataclasses.replace(spec.resources, gpu_type=None, cpus=1.5)
+        spec,
+        profile=profile,
+        resources=dataclasses.replace(spec.resources, gpu_type=None, cpus=1.5),
     )
     assert render_batch_job(spec, SETTINGS).argv == (
         *HEAD,
@@ -203,7 +208,7 @@ def test_profile_account_constraint_reservation_and_untyped_gpus(catalog: Catalo
 
 def test_values_with_shell_syntax_are_quoted_word_by_word(catalog: Catalog) -> None:
     spec = spec_for(catalog, {"service": "files", "profile": "cpu-small"})
-    hostile = ("python3", "-c", "print('$(id)')", "`id`", "a\nb", "; rm -rf ~", "\"$HOME\"")
+    hostile = ("python3", "-c", "print('$(id)')", "`id`", "a\nb", "; rm -rf ~", '"$HOME"')
     spec = dataclasses.replace(spec, argv=hostile, environment={"GREETING": "it's $(id)"})
     script = render_batch_job(spec, SETTINGS).script
     assert "export GREETING='it'\"'\"'s $(id)'\n" in script
@@ -258,7 +263,9 @@ def test_refuses_bad_settings(catalog: Catalog, change: dict[str, Any], message:
     [("partition", "cpu\n#SBATCH --uid=0"), ("qos", "a b"), ("account", "$(id)"),
      ("constraint", "a;b")],
 )  # fmt: skip
-def test_refuses_scheduler_names_that_are_not_names(catalog: Catalog, field: str, value: str) -> None:
+def test_refuses_scheduler_names_that_are_not_names(
+    catalog: Catalog, field: str, value: str
+) -> None:
     spec = spec_for(catalog, {"service": "jupyter", "profile": "cpu-small"})
     profile = dataclasses.replace(spec.profile, slurm=SlurmProfile(**{field: value}))
     with pytest.raises(RenderError, match=field):

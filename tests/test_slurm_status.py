@@ -5,8 +5,6 @@ from __future__ import annotations
 from datetime import datetime
 
 import pytest
-from tornado import web
-
 from berth.spawners.slurm.api import parse_port_report
 from berth.spawners.slurm.job import service_url
 from berth.spawners.slurm.reasons import describe_reason, describe_start, queued_message
@@ -18,6 +16,7 @@ from berth.spawners.slurm.status import (
     phase_of,
     scontrol_says_unknown,
 )
+from tornado import web
 
 # Real output of `squeue --noheader --all --states=all --format=%i|%j|%T|%r|%B|%S|%u` on the dev
 # cluster, plus a line of noise.
@@ -98,7 +97,8 @@ def test_scontrol_unknown_job() -> None:
         ("QOSMaxJobsPerUserLimit",
          "you already use the most running jobs the QOS allows one user at a time"
          " (QOSMaxJobsPerUserLimit)"),
-        ("PartitionDown", "the partition is down; ask the cluster's administrators (PartitionDown)"),
+        ("PartitionDown",
+         "the partition is down; ask the cluster's administrators (PartitionDown)"),
         ("SomethingNew", "Slurm says: SomethingNew"),
         ("", "waiting for the scheduler"),
     ],
@@ -113,7 +113,9 @@ def test_expected_start() -> None:
     assert describe_start(datetime(2026, 11, 21, 14, 12), now) == (
         "expected start 14:12 (in 12 minutes)"
     )
-    assert describe_start(datetime(2026, 11, 21, 14, 1), now) == "expected start 14:01 (in 1 minute)"
+    assert (
+        describe_start(datetime(2026, 11, 21, 14, 1), now) == "expected start 14:01 (in 1 minute)"
+    )
     assert describe_start(datetime(2026, 11, 22, 2, 0), now) == (
         "expected start 2026-11-22 02:00 (in 12.0 hours)"
     )

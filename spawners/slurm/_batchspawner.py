@@ -25,7 +25,7 @@ if "batchspawner" not in sys.modules:
         ),
     )
 
-from batchspawner import SlurmSpawner  # noqa: E402
+from batchspawner import SlurmSpawner
 
 __all__ = ["SlurmSpawner", "batchspawner_api_loaded"]
 

@@ -48,13 +48,13 @@ class PortReceiver(Protocol):
 def parse_port_report(body: bytes) -> int:
     """The port in a report body, or HTTPError 400 saying what is wrong with it."""
     if len(body) > _MAX_BODY:
-        raise web.HTTPError(400, "the body must be {\"port\": <integer>} and nothing else")
+        raise web.HTTPError(400, 'the body must be {"port": <integer>} and nothing else')
     try:
         data: Any = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
-        raise web.HTTPError(400, "the body is not JSON; send {\"port\": <integer>}") from None
+        raise web.HTTPError(400, 'the body is not JSON; send {"port": <integer>}') from None
     if not isinstance(data, dict) or set(data) != {"port"}:
-        raise web.HTTPError(400, "the body must be {\"port\": <integer>} and nothing else")
+        raise web.HTTPError(400, 'the body must be {"port": <integer>} and nothing else')
     port = data["port"]
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         raise web.HTTPError(400, "port must be an integer from 1 to 65535")

@@ -89,12 +89,12 @@ def _last_line(text: str) -> str:
 async def run_command(
     argv: Sequence[str],
     *,
-    timeout: float,
+    limit: float,
     input: str | None = None,
     env: Mapping[str, str] | None = None,
     run_as: RunAs | None = None,
 ) -> str:
-    """Run ``argv`` (never through a shell) and return its standard output.
+    """Run ``argv`` (never through a shell) for at most ``limit`` seconds; return its output.
 
     Raises SlurmUnavailable (missing command, time-out, cluster not answering) or SlurmRefused.
     """
@@ -138,13 +138,13 @@ async def run_command(
         raise SlurmUnavailable(f"cannot run {full[0]}: {e}", command=argv) from None
     try:
         out, err = await asyncio.wait_for(
-            proc.communicate(input.encode() if input is not None else None), timeout
+            proc.communicate(input.encode() if input is not None else None), limit
         )
     except TimeoutError:
         proc.kill()
         await proc.wait()
         raise SlurmUnavailable(
-            f"{name} did not answer within {timeout:g} seconds; the Slurm controller may be"
+            f"{name} did not answer within {limit:g} seconds; the Slurm controller may be"
             " overloaded or down",
             command=argv,
         ) from None

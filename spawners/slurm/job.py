@@ -40,8 +40,9 @@ def service_url(current: str, ip: str, port: int) -> str:
     """``JUPYTERHUB_SERVICE_URL`` with its host and port replaced (path and scheme kept)."""
     parts = urllib.parse.urlsplit(current or "http://127.0.0.1:0/")
     host = f"[{ip}]" if ":" in ip else ip
-    return urllib.parse.urlunsplit((parts.scheme or "http", f"{host}:{port}", parts.path or "/",
-                                    "", ""))  # fmt: skip
+    return urllib.parse.urlunsplit(
+        (parts.scheme or "http", f"{host}:{port}", parts.path or "/", "", "")
+    )
 
 
 def _ssl_context(env: Mapping[str, str]) -> ssl.SSLContext | None:
@@ -59,9 +60,11 @@ def report_port(env: Mapping[str, str], port: int, *, patience: float = 900.0) -
     """Tell the hub the port; retry while the hub is unreachable or restarting (up to
     ``patience`` seconds); raise RuntimeError with the hub's answer if it refuses."""
     api = env["JUPYTERHUB_API_URL"].rstrip("/")
+    if urllib.parse.urlsplit(api).scheme not in ("http", "https"):
+        raise RuntimeError(f"JUPYTERHUB_API_URL must be an http(s) URL, not {api!r}")
     user = urllib.parse.quote(env["JUPYTERHUB_USER"], safe="")
     server = urllib.parse.quote(env.get("JUPYTERHUB_SERVER_NAME", ""), safe="")
-    request = urllib.request.Request(
+    request = urllib.request.Request(  # noqa: S310 (an http(s) URL, checked above)
         f"{api}/berth/slurm/port/{user}/{server}",
         data=json.dumps({"port": port}).encode(),
         headers={
@@ -75,7 +78,7 @@ def report_port(env: Mapping[str, str], port: int, *, patience: float = 900.0) -
     delay = 0.5
     while True:
         try:
-            with urllib.request.urlopen(request, timeout=30, context=context):  # noqa: S310
+            with urllib.request.urlopen(request, timeout=30, context=context):  # noqa: S310 (checked)
                 return
         except urllib.error.HTTPError as e:
             answer = e.read().decode(errors="replace")[:500]
@@ -109,12 +112,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     except (RuntimeError, KeyError) as e:
         print(f"berth-slurm-job: {e}", file=sys.stderr)
         sys.exit(1)
-    env["JUPYTERHUB_SERVICE_URL"] = service_url(env.get("JUPYTERHUB_SERVICE_URL", ""),
-                                                args.ip, port)  # fmt: skip
-    print(f"berth-slurm-job: session listens on {args.ip}:{port}; starting {command[0]}",
-          file=sys.stderr, flush=True)  # fmt: skip
+    env["JUPYTERHUB_SERVICE_URL"] = service_url(
+        env.get("JUPYTERHUB_SERVICE_URL", ""), args.ip, port
+    )
+    message = f"berth-slurm-job: session listens on {args.ip}:{port}; starting {command[0]}"
+    print(message, file=sys.stderr, flush=True)
     try:
-        os.execvpe(command[0], command, env)
+        # the session's own argv, from the launch spec: replace this process, no shell
+        os.execvpe(command[0], command, env)  # noqa: S606
     except OSError as e:
         print(f"berth-slurm-job: cannot run {command[0]}: {e}", file=sys.stderr)
         sys.exit(127)

@@ -112,9 +112,21 @@ class SlurmQueue:
 
     def unwatch(self, name: str) -> None:
         if self._names[name] <= 1:
-            del self._names[name]
+            self._names.pop(name, None)
+            if not self._names:
+                self.wake()  # let the loop see it has nothing left to list, and end
         else:
             self._names[name] -= 1
+
+    async def close(self) -> None:
+        """Stop polling now (the hub is shutting down, or a test ends)."""
+        self._names.clear()
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._end_round()
 
     @contextlib.contextmanager
     def urgent(self) -> Iterator[None]:
@@ -168,10 +180,18 @@ class SlurmQueue:
         timeout = self.settings.command_timeout
         try:
             out = await run_command(
-                [self.settings.sacct, "--allusers", "-X", "-n", "-P", "-j", job_id,
-                 f"--format={SACCT_FIELDS}"],
-                timeout=timeout,
-            )  # fmt: skip
+                [
+                    self.settings.sacct,
+                    "--allusers",
+                    "-X",
+                    "-n",
+                    "-P",
+                    "-j",
+                    job_id,
+                    f"--format={SACCT_FIELDS}",
+                ],
+                limit=timeout,
+            )
             record = parse_sacct(out, job_id)
             if record is not None:
                 if record.phase is Phase.ENDED:
@@ -181,7 +201,7 @@ class SlurmQueue:
         except SlurmError as e:
             self.log.debug("sacct could not confirm job %s: %s", job_id, e)
         try:
-            await run_command([self.settings.scontrol, "show", "job", job_id], timeout=timeout)
+            await run_command([self.settings.scontrol, "show", "job", job_id], limit=timeout)
             return None  # the controller still knows it
         except SlurmError as e:
             if not e.transient and scontrol_says_unknown(e.stderr):
@@ -208,7 +228,7 @@ class SlurmQueue:
             due = self._last_call + self._delay()
             if self._wake.is_set() and not self._failures:
                 due = min(due, self._last_call + self.settings.fast_interval)
-            if now >= due:
+            if now >= due or not self._names:
                 return
             if self._wake.is_set():
                 await asyncio.sleep(due - now)
@@ -242,11 +262,16 @@ class SlurmQueue:
             for i in range(0, len(names), _NAMES_PER_CALL):
                 self.calls += 1
                 out = await run_command(
-                    [self.settings.squeue, "--noheader", "--all", "--states=all",
-                     f"--name={','.join(names[i:i + _NAMES_PER_CALL])}",
-                     f"--format={SQUEUE_FORMAT}"],
-                    timeout=self.settings.command_timeout,
-                )  # fmt: skip
+                    [
+                        self.settings.squeue,
+                        "--noheader",
+                        "--all",
+                        "--states=all",
+                        f"--name={','.join(names[i : i + _NAMES_PER_CALL])}",
+                        f"--format={SQUEUE_FORMAT}",
+                    ],
+                    limit=self.settings.command_timeout,
+                )
                 jobs.update((job.job_id, job) for job in parse_squeue(out))
         except SlurmError as e:
             self._failures += 1

@@ -72,8 +72,13 @@ _RESOURCES = {
     "Energy": "energy",
     "License": "licenses",
 }
-_SCOPES = {"PerUser": " per user", "PerAccount": " per account", "PerJob": " per job",
-           "PerNode": " per node", None: ""}  # fmt: skip
+_SCOPES = {
+    "PerUser": " per user",
+    "PerAccount": " per account",
+    "PerJob": " per job",
+    "PerNode": " per node",
+    None: "",
+}
 
 
 def describe_reason(code: str) -> str:
@@ -103,8 +108,10 @@ def describe_start(expected: datetime | None, now: datetime) -> str:
     if expected is None:
         return ""
     minutes = max(0, round((expected - now).total_seconds() / 60))
-    when = expected.strftime("%H:%M") if expected.date() == now.date() else (
-        expected.strftime("%Y-%m-%d %H:%M")
+    when = (
+        expected.strftime("%H:%M")
+        if expected.date() == now.date()
+        else (expected.strftime("%Y-%m-%d %H:%M"))
     )
     if minutes == 0:
         return f"expected start {when} (now)"
@@ -113,8 +120,9 @@ def describe_start(expected: datetime | None, now: datetime) -> str:
     return f"expected start {when} (in {minutes / 60:.1f} hours)"
 
 
-def queued_message(job_id: str, partition: str | None, reason: str, expected: datetime | None,
-                   now: datetime) -> str:  # fmt: skip
+def queued_message(
+    job_id: str, partition: str | None, reason: str, expected: datetime | None, now: datetime
+) -> str:
     """The progress line for a queued job."""
     where = f" in partition {partition}" if partition else ""
     start = describe_start(expected, now)

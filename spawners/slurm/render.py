@@ -66,7 +66,7 @@ class JobSettings:
     #: the command on the compute node that reports the port and runs the session
     launcher: tuple[str, ...] = ("berth-slurm-job",)
     #: the address the session listens on, on the compute node
-    bind_ip: str = "0.0.0.0"
+    bind_ip: str = "0.0.0.0"  # noqa: S104 (compute nodes: the hub's proxy must reach them)
     #: the admin's lines for every job, run before the service's own ``slurm.setup``
     setup: tuple[str, ...] = ()
     #: more sbatch options from the admin, each ``--name=value``
@@ -156,8 +156,9 @@ def _script(spec: LaunchSpec, settings: JobSettings) -> str:
         value = spec.environment[name]
         if "\x00" in value:
             raise RenderError(f"environment variable {name} contains a NUL character")
-        lines.append(f"export {_check(name, _ENV_NAME, 'environment variable name')}="
-                     f"{shlex.quote(value)}")  # fmt: skip
+        lines.append(
+            f"export {_check(name, _ENV_NAME, 'environment variable name')}={shlex.quote(value)}"
+        )
     setup = [*settings.setup, *spec.service.slurm.setup]
     if setup:
         lines.append("# set-up lines from the hub's configuration and the catalog")

@@ -27,10 +27,9 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
-from traitlets import Dict, Enum, Float, Integer, List, Unicode, default
-
 from berth.spawners.base import BerthSpawner
 from berth.spawners.spec import LaunchSpec
+from traitlets import Dict, Enum, Float, Integer, List, Unicode, default
 
 from ._batchspawner import SlurmSpawner, batchspawner_api_loaded
 from .api import PortRefused
@@ -52,6 +51,13 @@ class SlurmSpawnError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.jupyterhub_message = message
+
+
+def _read_tail(path: str, size: int = 16384) -> str:
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        f.seek(max(0, f.tell() - size))
+        return f.read().decode(errors="replace")
 
 
 def _digest(token: str) -> str:
@@ -387,15 +393,19 @@ class BerthSlurmSpawner(BerthSpawner, SlurmSpawner):  # type: ignore[misc]
             raise SlurmSpawnError(f"Cannot start: {self.queue.error}")
         for job in listing.named(self.job_name):
             if job.user == self.system_user and job.phase in (Phase.QUEUED, Phase.RUNNING):
-                self.log.warning("Cancelling leftover Slurm job %s of %s", job.job_id,
-                                 self._log_name)  # fmt: skip
+                self.log.warning(
+                    "Cancelling leftover Slurm job %s of %s", job.job_id, self._log_name
+                )
                 await self._scancel(job.job_id)
 
     async def _make_log_dir(self, settings: JobSettings) -> None:
         log_dir = os.path.dirname(settings.output).replace("%%", "%")
         try:
-            await run_command(["mkdir", "-p", "-m", "0700", log_dir], timeout=self.command_timeout,
-                              run_as=self._run_as())  # fmt: skip
+            await run_command(
+                ["mkdir", "-p", "-m", "0700", log_dir],
+                limit=self.command_timeout,
+                run_as=self._run_as(),
+            )
         except SlurmError as e:
             raise SlurmSpawnError(f"Cannot create the job log directory {log_dir}: {e}") from None
 
@@ -413,7 +423,7 @@ class BerthSlurmSpawner(BerthSpawner, SlurmSpawner):  # type: ignore[misc]
                 [self._command("sbatch"), *argv],
                 input=script,
                 env=self._sbatch_env(),
-                timeout=self.command_timeout,
+                limit=self.command_timeout,
                 run_as=self._run_as(),
             )
         except SlurmUnavailable as e:
@@ -459,8 +469,9 @@ class BerthSlurmSpawner(BerthSpawner, SlurmSpawner):  # type: ignore[misc]
                 message, progress = f"Waiting for Slurm to list job {self.job_id}", 15
             elif job.phase is Phase.QUEUED:
                 partition = spec.profile.slurm.partition if spec is not None else None
-                message = queued_message(self.job_id, partition, job.reason, job.start,
-                                         datetime.now())  # fmt: skip
+                message = queued_message(
+                    self.job_id, partition, job.reason, job.start, datetime.now()
+                )
                 progress = 30
             elif not self.job_port:
                 message = f"Job {self.job_id} is running on {job.host}; starting the session"
@@ -472,8 +483,10 @@ class BerthSlurmSpawner(BerthSpawner, SlurmSpawner):  # type: ignore[misc]
             if message != said:
                 self._emit(message, progress)
                 said = message
-            waiters = [asyncio.ensure_future(self._port_received.wait()),
-                       asyncio.ensure_future(queue.next_round())]  # fmt: skip
+            waiters = [
+                asyncio.ensure_future(self._port_received.wait()),
+                asyncio.ensure_future(queue.next_round()),
+            ]
             try:
                 await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             finally:
@@ -482,8 +495,11 @@ class BerthSlurmSpawner(BerthSpawner, SlurmSpawner):  # type: ignore[misc]
         address = self._address(self.job_node)
         if not probe:
             return address, self.job_port
-        self._emit(f"Job {self.job_id} listens on {self.job_node}:{self.job_port}; waiting for"
-                   " it to answer", 80)  # fmt: skip
+        self._emit(
+            f"Job {self.job_id} listens on {self.job_node}:{self.job_port}; waiting for"
+            " it to answer",
+            80,
+        )
         while not await self._answers(address, self.job_port):
             job, _ = await self._job()
             if job is not None and job.phase in (Phase.ENDED, Phase.ENDING):
@@ -514,14 +530,14 @@ class BerthSlurmSpawner(BerthSpawner, SlurmSpawner):  # type: ignore[misc]
         if not self.job_log:
             return []
         try:
-            with open(self.job_log, "rb") as f:
-                f.seek(0, os.SEEK_END)
-                f.seek(max(0, f.tell() - 16384))
-                text = f.read().decode(errors="replace")
+            text = await asyncio.to_thread(_read_tail, self.job_log)
         except PermissionError:
             try:
-                text = await run_command(["tail", "-n", str(_LOG_LINES), self.job_log],
-                                         timeout=self.command_timeout, run_as=self._run_as())  # fmt: skip
+                text = await run_command(
+                    ["tail", "-n", str(_LOG_LINES), self.job_log],
+                    limit=self.command_timeout,
+                    run_as=self._run_as(),
+                )
             except SlurmError:
                 return []
         except OSError:
@@ -589,7 +605,7 @@ class BerthSlurmSpawner(BerthSpawner, SlurmSpawner):  # type: ignore[misc]
             self.server.ip = address
             self.server.port = port
             self.db.commit()
-        asyncio.ensure_future(self._route_when_ready())
+        _keep(asyncio.ensure_future(self._route_when_ready()))
         return None
 
     async def _route_when_ready(self) -> None:
@@ -608,8 +624,11 @@ class BerthSlurmSpawner(BerthSpawner, SlurmSpawner):  # type: ignore[misc]
     # -- stop ---------------------------------------------------------------------------------
     async def _scancel(self, job_id: str) -> None:
         try:
-            await run_command([self._command("scancel"), job_id], timeout=self.command_timeout,
-                              run_as=self._run_as())  # fmt: skip
+            await run_command(
+                [self._command("scancel"), job_id],
+                limit=self.command_timeout,
+                run_as=self._run_as(),
+            )
         except SlurmRefused as e:
             if "Invalid job id" in e.stderr or "already completing or completed" in e.stderr:
                 return
@@ -632,8 +651,12 @@ class BerthSlurmSpawner(BerthSpawner, SlurmSpawner):  # type: ignore[misc]
                     break
                 except SlurmUnavailable as e:
                     if time.monotonic() > deadline:
-                        self.log.error("%s: could not cancel job %s (%s); retrying in the"
-                                       " background", self._log_name, job_id, e)  # fmt: skip
+                        self.log.error(
+                            "%s: could not cancel job %s (%s); retrying in the background",
+                            self._log_name,
+                            job_id,
+                            e,
+                        )
                         _keep_cancelling(self, job_id)
                         return
                     await self.queue.next_round()
@@ -653,7 +676,13 @@ class BerthSlurmSpawner(BerthSpawner, SlurmSpawner):  # type: ignore[misc]
         self.log.warning("%s: Slurm has not confirmed that job %s ended", self._log_name, job_id)
 
 
-_cancelling: set[asyncio.Task[None]] = set()
+_background: set[asyncio.Future[None]] = set()
+
+
+def _keep(task: asyncio.Future[None]) -> None:
+    """Hold a reference to a background task until it ends."""
+    _background.add(task)
+    task.add_done_callback(_background.discard)
 
 
 def _keep_cancelling(spawner: BerthSlurmSpawner, job_id: str) -> None:
@@ -673,7 +702,4 @@ def _keep_cancelling(spawner: BerthSlurmSpawner, job_id: str) -> None:
                 spawner.log.error("Could not cancel Slurm job %s: %s", job_id, e)
                 return
 
-    task = asyncio.ensure_future(retry())
-    _cancelling.add(task)
-    task.add_done_callback(_cancelling.discard)
-
+    _keep(asyncio.ensure_future(retry()))
