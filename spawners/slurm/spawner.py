@@ -29,6 +29,7 @@ from typing import Any
 
 from berth.spawners.base import BerthSpawner
 from berth.spawners.spec import LaunchSpec
+from sqlalchemy.orm import object_session
 from traitlets import Dict, Enum, Float, Integer, List, Unicode, default
 
 from ._batchspawner import SlurmSpawner, batchspawner_api_loaded
@@ -291,7 +292,12 @@ class BerthSlurmSpawner(BerthSpawner, SlurmSpawner):  # type: ignore[misc]
         """Write the state to the hub's database now (read your own writes across a kill)."""
         if self.orm_spawner is not None:
             self.orm_spawner.state = self.get_state()
-            self.db.commit()
+            self._commit()
+
+    def _commit(self) -> None:
+        session = object_session(self.orm_spawner) if self.orm_spawner is not None else None
+        if session is not None:
+            session.commit()
 
     def _emit(self, message: str, progress: int) -> None:
         self._events.append({"progress": progress, "message": message})
@@ -329,8 +335,13 @@ class BerthSlurmSpawner(BerthSpawner, SlurmSpawner):  # type: ignore[misc]
 
     def clear_state(self) -> None:
         super().clear_state()
+        self._forget_job()
+
+    def _forget_job(self) -> None:
         if self.job_name:
             self.queue.unwatch(self.job_name)
+        self.job_id = ""
+        self.job_status = ""
         self.job_name = ""
         self.job_port = 0
         self.job_node = ""
@@ -363,7 +374,7 @@ class BerthSlurmSpawner(BerthSpawner, SlurmSpawner):  # type: ignore[misc]
             spec = self.prepare_launch()
             settings = self._job_settings()
             job = render_batch_job(spec, settings)
-            self.clear_state()
+            self._forget_job()  # not clear_state(): that also drops the hub's API token
             self.job_name = settings.job_name
             self.token_digest = _digest(self.api_token)
             self.queue.watch(self.job_name)
@@ -604,7 +615,7 @@ class BerthSlurmSpawner(BerthSpawner, SlurmSpawner):  # type: ignore[misc]
         if self.server is not None and (self.server.ip, self.server.port) != (address, port):
             self.server.ip = address
             self.server.port = port
-            self.db.commit()
+            self._commit()
         _keep(asyncio.ensure_future(self._route_when_ready()))
         return None
 
