@@ -155,7 +155,7 @@ async def run_command(
     said = _last_line(stderr) or _last_line(stdout) or f"exit status {proc.returncode}"
     if any(fragment in stderr for fragment in _TRANSIENT):
         raise SlurmUnavailable(
-            f"Slurm is not answering ({said}); the hub will keep trying",
+            f"Slurm is not answering ({said})",
             command=argv,
             stderr=stderr,
         )

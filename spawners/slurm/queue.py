@@ -276,7 +276,7 @@ class SlurmQueue:
         except SlurmError as e:
             self._failures += 1
             if self.error is None or str(self.error) != str(e):
-                self.log.warning("Listing Slurm jobs failed (will retry): %s", e)
+                self.log.warning("Listing Slurm jobs failed (retrying with backoff): %s", e)
             self.error = e
             return
         if self.error is not None:

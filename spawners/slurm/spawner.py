@@ -47,11 +47,13 @@ _LOG_LINES = 20
 
 
 class SlurmSpawnError(Exception):
-    """A session that could not start; the message is shown to the user as it is."""
+    """A session that could not start; the message is shown to the user as it is.
+    ``maybe_submitted``: sbatch did not answer, so a job may exist (found later by its name)."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, maybe_submitted: bool = False) -> None:
         super().__init__(message)
         self.jupyterhub_message = message
+        self.maybe_submitted = maybe_submitted
 
 
 def _read_tail(path: str, size: int = 16384) -> str:
@@ -63,6 +65,13 @@ def _read_tail(path: str, size: int = 16384) -> str:
 
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _unavailable(error: SlurmError | None) -> str:
+    return (
+        f"Cannot start the session now: {error}. Running sessions are kept and the hub keeps"
+        " serving; try again later, or tell the cluster's administrators if it goes on."
+    )
 
 
 def _exit_status(job: JobInfo) -> int:
@@ -380,9 +389,15 @@ class BerthSlurmSpawner(BerthSpawner, SlurmSpawner):  # type: ignore[misc]
             self.queue.watch(self.job_name)
             self._persist()  # before sbatch: a restarted hub can find and verify the job
             with self.queue.urgent():
-                await self._cancel_leftovers()
-                await self._make_log_dir(settings)
-                self.job_id = await self._submit(spec, job.argv, job.script)
+                try:
+                    await self._cancel_leftovers()
+                    await self._make_log_dir(settings)
+                    self.job_id = await self._submit(spec, job.argv, job.script)
+                except SlurmSpawnError as e:
+                    if not e.maybe_submitted:
+                        self._forget_job()  # nothing to find or cancel later
+                        self._persist()
+                    raise
                 self.job_log = settings.output.replace("%j", self.job_id).replace("%%", "%")
                 self._persist()
                 self._emit(
@@ -401,7 +416,7 @@ class BerthSlurmSpawner(BerthSpawner, SlurmSpawner):  # type: ignore[misc]
         """Cancel live jobs of this session the hub lost track of (no duplicates, no orphans)."""
         listing = await self.queue.fresh_listing(time.monotonic())
         if listing is None:
-            raise SlurmSpawnError(f"Cannot start: {self.queue.error}")
+            raise SlurmSpawnError(_unavailable(self.queue.error))
         for job in listing.named(self.job_name):
             if job.user == self.system_user and job.phase in (Phase.QUEUED, Phase.RUNNING):
                 self.log.warning(
@@ -438,7 +453,7 @@ class BerthSlurmSpawner(BerthSpawner, SlurmSpawner):  # type: ignore[misc]
                 run_as=self._run_as(),
             )
         except SlurmUnavailable as e:
-            raise SlurmSpawnError(f"Slurm cannot take the job now: {e}") from None
+            raise SlurmSpawnError(_unavailable(e), maybe_submitted=True) from None
         except SlurmRefused as e:
             raise SlurmSpawnError(f"Slurm refused the job: {e}") from None
         job_id = out.strip().splitlines()[-1].split(";")[0] if out.strip() else ""
