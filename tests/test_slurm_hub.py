@@ -34,7 +34,6 @@ from .slurm_support import (
     cancel_named,
     require_cluster,
     sbatch,
-    squeue_ids,
 )
 
 pytestmark = pytest.mark.slurm
@@ -382,7 +381,7 @@ HOSTILE: list[tuple[str, dict[str, Any], str]] = [
         "nb",
         {"service": "vllm", "profile": "gpu-1", "inputs": {"model": "org/m\n#SBATCH --uid=0"}},
         "model",
-    ),  # fmt: skip
+    ),
     ("nb", {"service": "vllm", "profile": "gpu-1", "inputs": {"model": "o/m' ; id"}}, "model"),
     ("nb", {"service": "jupyter", "partition": "gpu"}, "unknown option"),
     ("nb", {"service": "jupyter", "gres": "gpu:8"}, "unknown option"),

@@ -219,7 +219,8 @@ class SlurmQueue:
     def _delay(self) -> float:
         settings = self.settings
         if self._failures:
-            return min(settings.max_backoff, settings.fast_interval * 2 ** min(self._failures, 16))
+            backoff = settings.fast_interval * 2.0 ** min(self._failures, 16)
+            return float(min(settings.max_backoff, backoff))
         return settings.fast_interval if self._urgent else settings.interval
 
     async def _sleep_until_due(self) -> None:

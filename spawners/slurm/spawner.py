@@ -34,7 +34,7 @@ from traitlets import Dict, Enum, Float, Integer, List, Unicode, default
 
 from ._batchspawner import SlurmSpawner, batchspawner_api_loaded
 from .api import PortRefused
-from .commands import RunAs, SlurmError, SlurmRefused, SlurmUnavailable, run_command
+from .commands import RunAs, RunAsMode, SlurmError, SlurmRefused, SlurmUnavailable, run_command
 from .names import JOB_NAME_PREFIX_PATTERN, session_job_name
 from .queue import Listing, QueueSettings, SlurmQueue
 from .reasons import queued_message
@@ -81,7 +81,7 @@ def _exit_status(job: JobInfo) -> int:
     return 0 if job.state.startswith("COMPLETED") else 1
 
 
-class BerthSlurmSpawner(BerthSpawner, SlurmSpawner):  # type: ignore[misc]
+class BerthSlurmSpawner(BerthSpawner, SlurmSpawner):
     """Run each Berth session as a Slurm job (configure as ``c.BerthSlurmSpawner``)."""
 
     # -- configuration ----------------------------------------------------------------------------
@@ -259,10 +259,9 @@ class BerthSlurmSpawner(BerthSpawner, SlurmSpawner):  # type: ignore[misc]
         return str(self.user.name)
 
     def _run_as(self) -> RunAs:
-        mode = self.run_as
-        if mode == "auto":
-            mode = "setuid" if os.geteuid() == 0 else "sudo"
-        return RunAs(mode, self.system_user)
+        modes: dict[str, RunAsMode] = {"setuid": "setuid", "sudo": "sudo", "none": "none"}
+        default: RunAsMode = "setuid" if os.geteuid() == 0 else "sudo"
+        return RunAs(modes.get(self.run_as, default), self.system_user)
 
     def _home(self) -> str:
         try:
@@ -376,7 +375,7 @@ class BerthSlurmSpawner(BerthSpawner, SlurmSpawner):  # type: ignore[misc]
         self.queue.wake()
 
     # -- start --------------------------------------------------------------------------------
-    async def start(self) -> tuple[str, int]:  # type: ignore[override]
+    async def start(self) -> tuple[str, int]:
         self._events = []
         self._starting = True
         try:
@@ -570,7 +569,7 @@ class BerthSlurmSpawner(BerthSpawner, SlurmSpawner):  # type: ignore[misc]
             return []
         return [line for line in text.splitlines() if line.strip()][-_LOG_LINES:]
 
-    async def progress(self) -> AsyncIterator[dict[str, Any]]:  # type: ignore[override]
+    async def progress(self) -> AsyncIterator[dict[str, Any]]:
         sent = 0
         while True:
             while sent < len(self._events):
@@ -660,7 +659,7 @@ class BerthSlurmSpawner(BerthSpawner, SlurmSpawner):  # type: ignore[misc]
                 return
             raise
 
-    async def stop(self, now: bool = False) -> None:  # type: ignore[override]
+    async def stop(self, now: bool = False) -> None:
         if not self.job_name:
             return
         if not self.job_id:
