@@ -46,6 +46,13 @@ EXTRA_SERVICES = """
     kind: jupyter
     command: [jupyterhub-singleuser, --ServerApp.root_dir=/nonexistent/models]
     profiles: [cpu-small]
+  files-gpu:
+    display_name: Static web server on a GPU
+    kind: gated
+    command: [python3, -m, http.server, "{port}", --bind, 127.0.0.1]
+    readiness_path: /
+    prefix: strip
+    profiles: [gpu-1]
 """
 
 
@@ -117,8 +124,6 @@ def _wrappers(directory: Path, sbatch_delay_marker: Path | None = None) -> None:
 
 def slurm_hub_config(prefix: str, bin_dir: Path, extra: str = "") -> str:
     return f"""
-from berth.spawners.slurm import slurm_handlers
-c.JupyterHub.extra_handlers = slurm_handlers()
 c.BerthSlurmSpawner.slurm_bin_dir = {str(bin_dir)!r}
 c.BerthSlurmSpawner.job_name_prefix = {prefix!r}
 c.BerthSlurmSpawner.job_setup = ["source {JOB_VENV}/bin/activate"]
@@ -239,7 +244,11 @@ def test_jupyter_session_on_a_gpu_profile(slurm_hub_factory: Any) -> None:
     hub.create_user(BOB)
     assert hub.get(f"{server['url']}api/status", token=hub.token(BOB)).status_code == 403
 
-    # one squeue call served the start; the session polls cost no command of their own
+    # the job's own output, as `berth logs` reads it
+    r = hub.api("GET", f"/berth/users/{ALICE}/sessions/nb/logs?lines=50", token=token)
+    assert r.status_code == 200, r.text
+    assert "berth-slurm-job: session listens on 127.0.0.1:" in r.text
+
     assert len(sh.calls("sbatch")) == 1
     hub.stop_session(ALICE, "nb")
     assert sh.live_jobs(ALICE, "nb") == []
@@ -248,43 +257,27 @@ def test_jupyter_session_on_a_gpu_profile(slurm_hub_factory: Any) -> None:
     assert Path(f"/home/{ALICE}/.berth/slurm/nb-{job['id']}.log").exists()
 
 
-def test_gated_session_on_a_gpu_profile(slurm_hub_factory: Any, tmp_path: Path) -> None:
-    """The gated path (berth-gate + service) through the job. berth-gate itself is being built on
-    another branch; until it lands on main, a stand-in named berth-gate on the job's PATH does
-    the part the job needs from it (listen where JUPYTERHUB_SERVICE_URL says, run the service
-    command with {port} filled in): everything Berth's Slurm backend does is real."""
-    stand_in = Path(tempfile.mkdtemp(prefix="berth-gate-standin-"))
-    stand_in.chmod(0o755)
-    gate = stand_in / "berth-gate"
-    gate.write_text(
-        "#!/usr/bin/env python3\n"
-        "import os, sys, urllib.parse\n"
-        "argv = sys.argv[sys.argv.index('--') + 1:]\n"
-        "port = urllib.parse.urlsplit(os.environ['JUPYTERHUB_SERVICE_URL']).port\n"
-        "argv = [a.replace('{port}', str(port)) for a in argv]\n"
-        "os.execvp(argv[0], argv)\n"
-    )
-    gate.chmod(0o755)
-    sh: SlurmHub = slurm_hub_factory(
-        extra=f'c.BerthSlurmSpawner.job_setup.append("export PATH={stand_in}:$PATH")'
-    )
+def test_gated_session_on_a_gpu_profile(slurm_hub_factory: Any) -> None:
+    """berth-gate and a web service (python's http.server) in a GPU job, behind the hub's login."""
+    sh: SlurmHub = slurm_hub_factory()
     hub = sh.hub
-    try:
-        # code-server's catalog entry, on the GPU profile, with the service swapped for one
-        # installed here: python3 -m http.server {port}
-        r = start(hub, ALICE, "files", {"service": "files", "profile": "cpu-small"})
-        assert r.status_code in (201, 202), r.text
-        server = hub.wait_ready(ALICE, "files", timeout=120)
-        (job,) = sh.jobs(ALICE, "files")
-        assert "Partition=cpu" in sh.scontrol(job["id"])
-        # the request reached the service in the job, through the proxy (http.server answers
-        # with its own 404 page for the prefixed path: the gate would strip it)
-        r = hub.get(server["url"], token=hub.token(ALICE))
-        assert r.status_code == 404 and "SimpleHTTP" in r.headers.get("server", "")
-        hub.stop_session(ALICE, "files")
-        assert sh.live_jobs(ALICE, "files") == []
-    finally:
-        shutil.rmtree(stand_in, ignore_errors=True)
+    r = start(hub, ALICE, "web", {"service": "files-gpu", "profile": "gpu-1", "hours": 1})
+    assert r.status_code in (201, 202), r.text
+    server = hub.wait_ready(ALICE, "web", timeout=180)
+    (job,) = sh.jobs(ALICE, "web")
+    details = sh.scontrol(job["id"])
+    assert "Partition=gpu" in details and "gres/gpu:a100=1" in details, details
+    marker = Path(f"/home/{ALICE}") / ".berth" / "slurm"
+    r = hub.get(server["url"], token=hub.token(ALICE))
+    # the gate stripped the prefix: http.server lists the job's working directory (the home)
+    assert r.status_code == 200 and "Directory listing for /" in r.text, r.text[:300]
+    assert ".berth/" in r.text and marker.is_dir()
+    hub.create_user(BOB)
+    assert hub.get(server["url"], token=hub.token(BOB)).status_code == 403
+    assert hub.get(server["url"]).status_code in (302, 401, 403)
+    hub.stop_session(ALICE, "web")
+    assert sh.live_jobs(ALICE, "web") == []
+    assert sh.sacct_state(job["id"]).startswith("CANCELLED")
 
 
 # -- queued: reasons and expected start; restarts -----------------------------------------------

@@ -93,9 +93,7 @@ c.Spawner.env_keep = ["LANG"]
 
 BERTH = """\
 import berth.hub_config
-from berth.spawners.slurm import slurm_handlers
 berth.hub_config.configure(c, "{dir}/berth.yaml")
-c.JupyterHub.extra_handlers = slurm_handlers()
 c.BerthSlurmSpawner.slurm_bin_dir = "{wrappers}"
 c.BerthSlurmSpawner.job_name_prefix = "{prefix}"
 c.BerthSlurmSpawner.job_setup = ["export PATH={light}:{venv}/bin:$PATH"]
@@ -196,7 +194,7 @@ def make_hub(kind: str, scratch: Path) -> Hub:
 def start_hub(hub: Hub) -> None:
     venv = BERTH_VENV if hub.name == "berth" else PEER_VENV
     env = {**os.environ, "PATH": f"{venv}/bin:{CHP.parent}:{os.environ['PATH']}"}
-    log = open(hub.dir / "jupyterhub.log", "ab")  # noqa: SIM115
+    log = open(hub.dir / "jupyterhub.log", "ab")
     hub.proc = subprocess.Popen(
         [str(venv / "bin" / "jupyterhub"), "-f", str(hub.dir / "jupyterhub_config.py")],
         cwd=hub.dir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -340,8 +338,9 @@ def write_table(results: dict[str, Any]) -> None:
         b, p = berth["load"][size]["total"], peer["load"][size]["total"]
         ratio = f"{p / b:.0f}x" if b else "n/a (Berth made none)"
         lines.append(f"| {size} | {b:.1f} | {p:.1f} | {ratio} |")
-    bm, pm = statistics.median(berth["spawn_to_ready_s"]), statistics.median(
-        peer["spawn_to_ready_s"]
+    bm, pm = (
+        statistics.median(berth["spawn_to_ready_s"]),
+        statistics.median(peer["spawn_to_ready_s"]),
     )
     lines += [
         "",

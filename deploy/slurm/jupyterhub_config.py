@@ -8,15 +8,13 @@ import os
 from pathlib import Path
 
 import berth.hub_config
-from berth.spawners.slurm import slurm_handlers
 
 c = get_config()  # type: ignore[name-defined]  # noqa: F821  (provided by JupyterHub)
 here = Path(__file__).resolve().parent
 
-# The catalog; its `backend: slurm` makes every profile a Slurm job.
+# The catalog; its `backend: slurm` makes every profile a Slurm job (and registers the endpoint
+# jobs report their port to).
 berth.hub_config.configure(c, os.environ.get("BERTH_CATALOG", str(here / "state" / "berth.yaml")))
-# The endpoint jobs report their port to (authenticated with each session's own token).
-c.JupyterHub.extra_handlers = [*slurm_handlers()]
 
 # Where the hub listens. LOGIN NODE: the public URL people use, and a hub API address the
 # compute nodes can reach, e.g. hub_bind_url "http://0.0.0.0:8081" with hub_connect_url

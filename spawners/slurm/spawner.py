@@ -551,15 +551,21 @@ class BerthSlurmSpawner(BerthSpawner, SlurmSpawner):
             text += f" Its log, {self.job_log}, is empty."
         return text
 
-    async def _log_tail(self) -> list[str]:
+    async def session_logs(self, lines: int) -> list[str] | None:
+        """The last ``lines`` lines of the job's log (its own output), for ``berth logs``."""
+        if not self.job_log:
+            return None
+        return await self._log_tail(lines)
+
+    async def _log_tail(self, lines: int = _LOG_LINES) -> list[str]:
         if not self.job_log:
             return []
         try:
-            text = await asyncio.to_thread(_read_tail, self.job_log)
+            text = await asyncio.to_thread(_read_tail, self.job_log, 200 * lines + 4096)
         except PermissionError:
             try:
                 text = await run_command(
-                    ["tail", "-n", str(_LOG_LINES), self.job_log],
+                    ["tail", "-n", str(lines), self.job_log],
                     limit=self.command_timeout,
                     run_as=self._run_as(),
                 )
@@ -567,7 +573,7 @@ class BerthSlurmSpawner(BerthSpawner, SlurmSpawner):
                 return []
         except OSError:
             return []
-        return [line for line in text.splitlines() if line.strip()][-_LOG_LINES:]
+        return [line for line in text.splitlines() if line.strip()][-lines:]
 
     async def progress(self) -> AsyncIterator[dict[str, Any]]:
         sent = 0
