@@ -93,7 +93,7 @@ export BERTH_SESSION_HOURS=0.5
 exec berth-slurm-job --ip 0.0.0.0 -- berth-gate --ready-path / --ready-timeout 120 --prefix strip \
 --transport tcp -- rserver --www-address=127.0.0.1 '--www-port={port}' \
 '--www-root-path={base_url}' --auth-none=1 --www-frame-origin=same --www-verify-user-agent=0 \
---server-user=alice --server-daemonize=0 --server-data-dir=/tmp/rstudio-alice-nb
+'--server-user={os_user}' --server-daemonize=0 --server-data-dir=/tmp/rstudio-alice-nb
 """.replace("\\\n", ""),
     )
 
