@@ -1,0 +1,58 @@
+"""Stand-ins the test hubs load (never used by Berth itself).
+
+:class:`QueuedLocalSpawner` is the local backend with a pretend scheduler queue in front: a
+session whose name starts with ``q-`` waits, reporting what the Slurm backend reports for a
+pending job (its reason and expected start), until the test creates the file
+``<BERTH_TEST_RELEASE_DIR>/<name>``; then it starts as a real local session. It lets the CLI and
+page tests watch a queued session on a machine without a scheduler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from berth.spawners.local import BerthLocalSpawner
+
+QUEUED_PREFIX = "q-"
+
+
+def queued_message(now: datetime) -> str:
+    start = now + timedelta(minutes=12)
+    return (
+        "Job 4242 is queued in partition gpu: waiting for GPUs to be free (Resources);"
+        f" expected start {start:%H:%M} (in 12 minutes)"
+    )
+
+
+class QueuedLocalSpawner(BerthLocalSpawner):
+    _released: asyncio.Event | None = None
+
+    @property
+    def released(self) -> asyncio.Event:
+        if self._released is None:
+            self._released = asyncio.Event()
+        return self._released
+
+    @property
+    def _release_file(self) -> Path:
+        return Path(os.environ["BERTH_TEST_RELEASE_DIR"]) / self.name
+
+    async def start(self) -> Any:
+        if self.name.startswith(QUEUED_PREFIX):
+            self._released = asyncio.Event()
+            while not self._release_file.exists():  # noqa: ASYNC110 - the test makes the file
+                await asyncio.sleep(0.1)
+            self.released.set()
+        return await super().start()
+
+    async def progress(self) -> AsyncIterator[dict[str, Any]]:
+        if not self.name.startswith(QUEUED_PREFIX):
+            return
+        yield {"progress": 30, "message": queued_message(datetime.now())}
+        await self.released.wait()
+        yield {"progress": 60, "message": "Job 4242 is running on node1; starting the session"}
