@@ -351,8 +351,12 @@ def _follow(ctx: Context, name: str, timeout: float | None, *, launched: bool) -
 
 def _failed(name: str, event: Mapping[str, Any]) -> CliError:
     message = str(event.get("message") or "it failed").removeprefix("Spawn failed: ")
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    text = lines[0].rstrip(":") if lines else "it failed"
+    if len(lines) > 1:
+        text = f"{lines[0]} {' / '.join(lines[1:])}"
     return CliError(
-        f"{name} failed to start: {message.rstrip('.')}; see `berth logs {name}`",
+        f"{name} failed to start: {text.rstrip('.')}; see `berth logs {name}`",
         ExitCode.SESSION_FAILED,
     )
 

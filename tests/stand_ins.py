@@ -4,7 +4,8 @@
 session whose name starts with ``q-`` waits, reporting what the Slurm backend reports for a
 pending job (its reason and expected start), until the test creates the file
 ``<BERTH_TEST_RELEASE_DIR>/<name>``; then it starts as a real local session. It lets the CLI and
-page tests watch a queued session on a machine without a scheduler.
+page tests watch a queued session on a machine without a scheduler. A session whose name starts
+with ``fail-`` fails at once, as a job that ends before its service is up.
 """
 
 from __future__ import annotations
@@ -19,6 +20,13 @@ from typing import Any
 from berth.spawners.local import BerthLocalSpawner
 
 QUEUED_PREFIX = "q-"
+FAILING_PREFIX = "fail-"
+#: What the Slurm backend says when a job ends before its service is up.
+FAILURE = (
+    "Slurm job 4243 ended (FAILED) before the session was up. Its last lines:\n"
+    "module: command not found\n"
+    "srun: error: node1: task 0: Exited with exit code 127"
+)
 
 
 def queued_message(now: datetime) -> str:
@@ -43,6 +51,8 @@ class QueuedLocalSpawner(BerthLocalSpawner):
         return Path(os.environ["BERTH_TEST_RELEASE_DIR"]) / self.name
 
     async def start(self) -> Any:
+        if self.name.startswith(FAILING_PREFIX):
+            raise RuntimeError(FAILURE)
         if self.name.startswith(QUEUED_PREFIX):
             self._released = asyncio.Event()
             while not self._release_file.exists():  # noqa: ASYNC110 - the test makes the file

@@ -321,14 +321,19 @@ def test_a_queued_session_says_why_and_when(alice: Cli, hub: Hub) -> None:
 
 
 def test_a_session_that_cannot_start_says_so(alice: Cli) -> None:
-    # berth-gate or ttyd is missing on this machine, so the terminal service cannot start
-    result = alice("launch", "terminal", "--name", "term", "--wait")
+    result = alice("launch", "jupyter", "--name", "fail-now", "--wait")
     assert result.returncode == 7, result.stderr
-    last = result.stderr.splitlines()[-1]
-    assert last.startswith("berth: term failed to start: ")
-    assert last.endswith("; see `berth logs term`")
     assert "Traceback" not in result.stderr
-    alice("stop", "term", "--remove")
+    assert result.stderr.splitlines()[-1] == (
+        "berth: fail-now failed to start: Slurm job 4243 ended (FAILED) before the session was"
+        " up. Its last lines: module: command not found / srun: error: node1: task 0: Exited"
+        " with exit code 127; see `berth logs fail-now`"
+    )
+    # `wait` on it later says the same
+    later = alice("wait", "fail-now")
+    assert later.returncode == 7
+    assert later.stderr.splitlines()[-1].startswith("berth: fail-now failed to start: Slurm job")
+    alice("stop", "fail-now", "--remove")
 
 
 def test_without_wait_launch_returns_at_once(alice: Cli, hub: Hub) -> None:
