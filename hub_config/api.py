@@ -15,12 +15,11 @@ from jupyterhub.scopes import needs_scope
 from tornado import web
 
 from .catalog_json import catalog_document
+from .pages import CULLER_SERVICE
 
 __all__ = ["CULLER_SERVICE", "CatalogHandler", "OpenAPIHandler", "SessionLogsHandler", "handlers"]
 
 _MAX_LINES = 10_000
-#: The hub service whose API holds session deadlines and extensions (berth-culler).
-CULLER_SERVICE = "berth-culler"
 
 
 class SessionLogsHandler(APIHandler):

@@ -89,4 +89,10 @@ def configure(c: Any, path: str | os.PathLike[str] = "berth.yaml") -> Catalog:
     templates = list(c.JupyterHub.template_paths) if "template_paths" in c.JupyterHub else []
     if TEMPLATES not in templates:
         c.JupyterHub.template_paths = [*templates, TEMPLATES]
+    # The pages' view of the viewer's sessions, as `berth` in the templates.
+    from .pages import page_data
+
+    template_vars = c.JupyterHub.template_vars if "template_vars" in c.JupyterHub else {}
+    if isinstance(template_vars, dict):
+        c.JupyterHub.template_vars = {**template_vars, "berth": page_data}
     return catalog

@@ -11,13 +11,16 @@ with ``fail-`` fails at once, as a job that ends before its service is up.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from berth.spawners.local import BerthLocalSpawner
+
+from .hubtest import ROOT, Hub, running_hub
 
 QUEUED_PREFIX = "q-"
 FAILING_PREFIX = "fail-"
@@ -66,3 +69,27 @@ class QueuedLocalSpawner(BerthLocalSpawner):
         yield {"progress": 30, "message": queued_message(datetime.now())}
         await self.released.wait()
         yield {"progress": 60, "message": "Job 4242 is running on node1; starting the session"}
+
+
+#: Hub settings for a hub with the stand-in queue and four pretend GPU ids (CUDA_VISIBLE_DEVICES
+#: is set, nothing uses them), where the hub answers a start at once (202) and streams progress.
+STAND_IN_CONFIG = """
+c.JupyterHub.spawner_class = "tests.stand_ins.QueuedLocalSpawner"
+c.JupyterHub.tornado_settings = {"slow_spawn_timeout": 0}
+c.BerthLocalSpawner.gpu_ids = ["0", "1", "2", "3"]
+"""
+
+
+@contextlib.contextmanager
+def stand_in_hub(directory: Path, extra_config: str = "") -> Iterator[Hub]:
+    """A real hub whose sessions named q-* wait in the stand-in queue until :func:`release`."""
+    release_dir = directory / "release"
+    release_dir.mkdir(parents=True, exist_ok=True)
+    env = {"PYTHONPATH": str(ROOT), "BERTH_TEST_RELEASE_DIR": str(release_dir)}
+    with running_hub(directory, extra_config=STAND_IN_CONFIG + extra_config, env=env) as hub:
+        yield hub
+
+
+def release(hub: Hub, name: str) -> None:
+    """Let the queued session ``name`` start."""
+    (hub.dir / "release" / name).touch()

@@ -23,16 +23,11 @@ from typing import Any
 import httpx
 import pytest
 
-from .hubtest import ROOT, Hub, running_hub
+from .hubtest import Hub
+from .stand_ins import release, stand_in_hub
 
 BERTH = str(Path(sys.executable).parent / "berth")
 MODEL = "org/model"
-
-EXTRA = """
-c.JupyterHub.spawner_class = "tests.stand_ins.QueuedLocalSpawner"
-c.JupyterHub.tornado_settings = {"slow_spawn_timeout": 0}
-c.BerthLocalSpawner.gpu_ids = ["0", "1", "2", "3"]
-"""
 
 
 @dataclass
@@ -88,11 +83,7 @@ def one_line_error(result: subprocess.CompletedProcess[str], code: int, fragment
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
-    directory = tmp_path_factory.mktemp("cli-hub")
-    release = directory / "release"
-    release.mkdir()
-    env = {"PYTHONPATH": str(ROOT), "BERTH_TEST_RELEASE_DIR": str(release)}
-    with running_hub(directory, extra_config=EXTRA, env=env) as hub:
+    with stand_in_hub(tmp_path_factory.mktemp("cli-hub")) as hub:
         for name, groups in (("alice", ()), ("bob", ()), ("carol", ("gpu-large",))):
             hub.create_user(name, groups=groups)
         yield hub
@@ -116,10 +107,6 @@ def alice(hub: Hub, tokens: dict[str, str], tmp_path_factory: pytest.TempPathFac
 def fresh(hub: Hub, tmp_path: Path) -> Cli:
     """berth with no login at all."""
     return Cli(tmp_path, hub)
-
-
-def release(hub: Hub, name: str) -> None:
-    (hub.dir / "release" / name).touch()
 
 
 # -- login ------------------------------------------------------------------------------------
