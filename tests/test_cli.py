@@ -7,6 +7,7 @@ runs on them with CUDA_VISIBLE_DEVICES set) and a stand-in queue for sessions na
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -28,6 +29,9 @@ from .stand_ins import release, stand_in_hub
 
 BERTH = str(Path(sys.executable).parent / "berth")
 MODEL = "org/model"
+#: berth-culler (issue 6) keeps deadlines and grants extensions; configure() runs it once it is in.
+HAS_CULLER = importlib.util.find_spec("berth.services.registration") is not None
+needs_culler = pytest.mark.skipif(not HAS_CULLER, reason="waiting for berth-culler on main")
 
 
 @dataclass
@@ -451,10 +455,62 @@ def test_an_admin_acts_for_a_user(alice: Cli, hub: Hub) -> None:
     alice("stop", "q-mine", "--remove")
 
 
+@pytest.mark.skipif(HAS_CULLER, reason="this hub runs berth-culler")
 def test_extend_needs_the_culler(alice: Cli) -> None:
     one_line_error(
         alice("extend", "nope"), 1, "this hub runs no berth-culler, so sessions have no deadline"
     )
+
+
+@needs_culler
+def test_deadlines_and_extensions(alice: Cli, hub: Hub, tokens: dict[str, str]) -> None:
+    assert alice("launch", "jupyter", "--name", "ext", "--hours", "2", "--wait").returncode == 0
+    catalog = json.loads(alice("services", "--json").stdout)
+    assert catalog["culler_api"] == "/services/berth-culler/api/"
+
+    # the idle limit (1h) comes before the end of the 2 hours
+    row = next(line for line in alice("list").stdout.splitlines() if line.startswith("ext "))
+    assert re.search(r" running +(59m|1h) \(idle\) +http", row), row
+    text = alice("describe", "ext").stdout
+    assert re.search(r"^Ends +\d\d:\d\d \(in (59m|1h)\), idle limit$", text, re.M), text
+    assert re.search(r"^Time limit +\d\d:\d\d \(in (1h59m|2h)\)$", text, re.M), text
+    assert re.search(r"^Idle limit +\d\d:\d\d \(in (59m|1h)\) unless used$", text, re.M)
+    assert re.search(r"^Extension +0s used of 4h, 4h left$", text, re.M), text
+    view = json.loads(alice("describe", "ext", "--json").stdout)
+    assert view["deadlines"]["extension"] == {
+        "used_seconds": 0, "cap_seconds": 4 * 3600, "left_seconds": 4 * 3600,
+    }  # fmt: skip
+
+    extended = alice("extend", "ext", "--hours", "1", "--reason", "one more run")
+    assert extended.returncode == 0, extended.stderr
+    assert re.fullmatch(
+        r"Extended ext by 1h: its time ends at \d\d:\d\d \(in (2h59m|3h)\); 3h of extension"
+        r" left\. Unused, it ends sooner: \d\d:\d\d \(in (59m|1h)\)\.\n",
+        extended.stdout,
+    ), extended.stdout
+    # the culler's own record says the same
+    r = hub.get(f"{catalog['culler_api']}sessions/alice/ext", token=tokens["alice"])
+    assert r.status_code == 200, r.text
+    assert r.json()["extension"]["used_seconds"] == 3600
+
+    as_json = json.loads(alice("extend", "ext", "--hours", "0.5", "--json").stdout)
+    assert as_json["extended_by_seconds"] == 1800
+    assert as_json["extension"]["left_seconds"] == 2.5 * 3600
+    one_line_error(
+        alice("extend", "ext", "--hours", "5"),
+        2,
+        "berth-culler refused to extend ext: 5h is more than the extension cap of 4h for this"
+        " session",
+    )
+    one_line_error(
+        alice("extend", "ext", "--hours", "3"),
+        6,
+        "cannot extend alice/ext: only 2h30m of the 4h extension cap is left (1h30m used); ask"
+        " for at most 2.5 hours",
+    )
+    one_line_error(alice("extend", "nope"), 4, "you have no session named 'nope'")
+    one_line_error(alice("extend", "ext", "--hours", "0"), 2, "'0': hours must be more than 0")
+    alice("stop", "ext", "--remove")
 
 
 def token_id(hub: Hub, user: str, token: str) -> str:

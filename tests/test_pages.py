@@ -4,6 +4,7 @@ extend -> stop. Screenshots go to test-artifacts/ (the README's tour uses them, 
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,8 @@ from .hubtest import USER_PASSWORD, Hub
 from .stand_ins import release, stand_in_hub
 
 pytestmark = pytest.mark.browser
+#: berth-culler (issue 6) keeps deadlines and grants extensions; configure() runs it once it is in.
+HAS_CULLER = importlib.util.find_spec("berth.services.registration") is not None
 
 
 @pytest.fixture(scope="module")
@@ -153,3 +156,68 @@ def ever_started(hub: Hub, user: str, name: str) -> bool:
     """The spawn page itself makes a record of the named server; was it ever started?"""
     server = hub.server(user, name)
     return server is not None and bool(server["started"] or server["pending"] or server["ready"])
+
+
+@pytest.mark.skipif(not HAS_CULLER, reason="waiting for berth-culler on main")
+def test_tour_launch_card_open_extend_stop(browser: Browser, hub: Hub, artifacts: Path) -> None:
+    """The README's tour: each step's screenshot is test-artifacts/tour-*.png."""
+    page = logged_in(browser, hub, "erin")
+    # 1. launch from the spawn page
+    page.goto(f"{hub.url}/hub/home")
+    page.locator("#berth-new-name").fill("analysis")
+    page.get_by_role("button", name="New session").click()
+    page.wait_for_url(re.compile(r".*/hub/spawn/erin/analysis"))
+    page.get_by_test_id("tile-jupyter").click()
+    jupyter = page.locator("fieldset[data-service=jupyter]")
+    jupyter.get_by_text("1 GPU").click()
+    jupyter.locator("input[name='jupyter.hours']").fill("2")
+    page.screenshot(path=str(artifacts / "tour-1-spawn.png"), full_page=True)
+    page.click("[type=submit]")
+    page.wait_for_url(re.compile(r".*/user/erin/analysis/lab.*"), timeout=120_000)
+    expect(page.locator("#jp-main-dock-panel")).to_be_visible(timeout=60_000)
+
+    # 2. the card: resources, state, deadlines from berth-culler
+    page.goto(f"{hub.url}/hub/home")
+    card = page.get_by_test_id("card-analysis")
+    expect(card.locator(".berth-state")).to_have_text("Running")
+    expect(card.get_by_test_id("gpu-badge")).to_have_text("1 \u00d7 A100")
+    # gpu-1's policy: idle limit 30 minutes, 2 hours asked for, 4 hours of extension
+    expect(card.locator(".berth-left")).to_contain_text(re.compile(r"^1h 59m|^2h"))
+    expect(card.locator(".berth-idle")).to_contain_text(re.compile(r"unless used \((29m|30m)"))
+    expect(card.locator(".berth-ext")).to_have_text("0s used of 4h, 4h left")
+    page.screenshot(path=str(artifacts / "tour-2-card.png"), full_page=True)
+
+    # 3. Open: the session in a new tab
+    with page.context.expect_page() as opened:
+        card.get_by_role("link", name="Open").click()
+    lab = opened.value
+    lab.wait_for_url(re.compile(r".*/user/erin/analysis/lab.*"))
+    expect(lab.locator("#jp-main-dock-panel")).to_be_visible(timeout=60_000)
+    lab.screenshot(path=str(artifacts / "tour-3-open.png"))
+    lab.close()
+
+    # 4. Extend by an hour (berth-culler's API, with a token the page asked the hub for)
+    card.locator(".berth-extend-hours").select_option("1")
+    card.get_by_role("button", name="Extend").click()
+    expect(card.locator(".berth-message")).to_contain_text("Extended by 1h: it may run until")
+    expect(card.locator(".berth-ext")).to_have_text("1h used of 4h, 3h left")
+    expect(card.locator(".berth-left")).to_contain_text(re.compile(r"^2h 59m|^3h"))
+    page.screenshot(path=str(artifacts / "tour-4-extended.png"), full_page=True)
+    server = hub.server("erin", "analysis")
+    assert server is not None and server["ready"]
+    r = hub.get("/services/berth-culler/api/sessions/erin/analysis", token=hub.token("erin"))
+    assert r.json()["extension"]["used_seconds"] == 3600
+    # the page's token may reach berth-culler and nothing else
+    tokens = hub.api("GET", "/users/erin/tokens").json()["api_tokens"]
+    page_tokens = [t for t in tokens if t["note"] == "berth home page: session deadlines"]
+    assert len(page_tokens) == 1
+    assert page_tokens[0]["scopes"] == ["access:services!service=berth-culler"]
+
+    # 5. Stop
+    card.get_by_role("button", name="Stop").click()
+    expect(page.get_by_test_id("card-analysis")).to_have_count(0, timeout=60_000)
+    expect(page.locator(".berth-stopped")).to_contain_text("analysis")
+    page.screenshot(path=str(artifacts / "tour-5-stopped.png"), full_page=True)
+    server = hub.server("erin", "analysis")
+    assert server is not None and server["stopped"]
+    page.context.close()
