@@ -164,6 +164,10 @@ def test_tour_launch_card_open_extend_stop(browser: Browser, hub: Hub, artifacts
     page = logged_in(browser, hub, "erin")
     # 1. launch from the spawn page
     page.goto(f"{hub.url}/hub/home")
+    page.locator("#berth-new-name").fill("My Analysis")
+    page.get_by_role("button", name="New session").click()
+    expect(page.locator(".berth-new-help")).to_be_visible()
+    assert page.url.endswith("/hub/home")
     page.locator("#berth-new-name").fill("analysis")
     page.get_by_role("button", name="New session").click()
     page.wait_for_url(re.compile(r".*/hub/spawn/erin/analysis"))
@@ -193,6 +197,7 @@ def test_tour_launch_card_open_extend_stop(browser: Browser, hub: Hub, artifacts
     lab = opened.value
     lab.wait_for_url(re.compile(r".*/user/erin/analysis/lab.*"))
     expect(lab.locator("#jp-main-dock-panel")).to_be_visible(timeout=60_000)
+    expect(lab.locator("#jupyterlab-splash")).to_have_count(0, timeout=60_000)
     lab.screenshot(path=str(artifacts / "tour-3-open.png"))
     lab.close()
 
