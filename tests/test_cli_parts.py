@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import stat
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from berth.hub_config.pages import session_card, suggest_name
 
 LOGIN = Login(url="https://hub.example.org", token="t", api_url="https://hub.example.org/hub/api",
               source="test")  # fmt: skip
-NOW = datetime(2025, 3, 4, 14, 0, tzinfo=timezone.utc)
+NOW = datetime(2025, 3, 4, 14, 0, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
