@@ -79,14 +79,28 @@ def suggest_name(taken: Iterable[str]) -> str:
 
 
 def _state(spawner: Any) -> str:
-    if spawner.ready:
+    # stopped sessions come as the hub's database records, which have no ready/pending
+    if getattr(spawner, "ready", False):
         return "running"
-    pending = spawner.pending
+    pending = getattr(spawner, "pending", None)
     if pending == "spawn":
         return "starting"
     if pending == "stop":
         return "stopping"
     return "stopped"
+
+
+def _catalog(user: Any, spawners: list[Any]) -> Catalog | None:
+    """The catalog, from a running session's spawner or else the user's default one."""
+    source = next((s for s in spawners if hasattr(s, "berth_catalog")), None) or user.spawner
+    if not hasattr(source, "berth_catalog"):
+        return None
+    try:
+        catalog: Catalog = source.berth_catalog
+    except Exception:  # a broken catalog file must not break the page
+        source.log.exception("Berth could not read the catalog for the home page")
+        return None
+    return catalog
 
 
 def _culler_api(user: Any) -> str | None:
@@ -100,21 +114,16 @@ def page_data(user: Any) -> dict[str, Any] | None:
     logged in)."""
     if user is None or not hasattr(user, "all_spawners"):
         return None
+    spawners = list(user.all_spawners(include_default=False))
+    catalog = _catalog(user, spawners) if spawners else None
     cards = []
-    names = []
-    for spawner in user.all_spawners(include_default=False):
-        names.append(spawner.name)
-        catalog: Catalog | None = None
-        if hasattr(spawner, "berth_catalog"):
-            try:
-                catalog = spawner.berth_catalog
-            except Exception:  # a broken catalog file must not break the page
-                spawner.log.exception("Berth could not read the catalog for the home page")
-        options = spawner.orm_spawner.user_options if spawner.orm_spawner else None
+    for spawner in spawners:
+        record = getattr(spawner, "orm_spawner", None) or spawner
+        options = record.user_options or getattr(spawner, "user_options", None)
         cards.append(
             session_card(
                 spawner.name,
-                options or spawner.user_options,
+                options,
                 state=_state(spawner),
                 catalog=catalog,
                 url=user.server_url(spawner.name),
@@ -125,7 +134,7 @@ def page_data(user: Any) -> dict[str, Any] | None:
     return {
         "sessions": cards,
         "culler_api": _culler_api(user),
-        "suggested_name": suggest_name(names),
+        "suggested_name": suggest_name(card["name"] for card in cards),
         "session_name_pattern": re.sub(r"^\^|\$$", "", _SESSION_NAME),
     }
 

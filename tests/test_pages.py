@@ -83,7 +83,9 @@ def test_cards_show_each_session_and_its_state(frank: Page, hub: Hub, artifacts:
     # Stop from the card: the hub's own API with the page's XSRF token
     frank.get_by_test_id("card-q-train").get_by_role("button", name="Stop").click()
     expect(frank.get_by_test_id("card-q-train")).to_have_count(0, timeout=60_000)
-    expect(frank.locator(".berth-stopped")).to_contain_text("q-train")
+    expect(frank.locator('tr[data-session="q-train"]')).to_contain_text(
+        "q-train JupyterLab on Large CPU"
+    )
     server = hub.server("frank", "q-train")
     assert server is not None and server["stopped"]
     frank.locator('tr[data-session="q-train"]').get_by_role("button", name="Delete").click()
@@ -225,7 +227,7 @@ def test_tour_launch_card_open_extend_stop(browser: Browser, hub: Hub, artifacts
     # 5. Stop
     card.get_by_role("button", name="Stop").click()
     expect(page.get_by_test_id("card-analysis")).to_have_count(0, timeout=60_000)
-    expect(page.locator(".berth-stopped")).to_contain_text("analysis")
+    expect(page.locator('tr[data-session="analysis"]')).to_contain_text("JupyterLab on 1 GPU")
     page.screenshot(path=str(artifacts / "tour-5-stopped.png"), full_page=True)
     server = hub.server("erin", "analysis")
     assert server is not None and server["stopped"]
