@@ -9,80 +9,25 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import re
 import sqlite3
 import stat
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from .clikit import Cli, one_line_error
 from .hubtest import Hub
 from .stand_ins import release, stand_in_hub
 
-BERTH = str(Path(sys.executable).parent / "berth")
 MODEL = "org/model"
 #: berth-culler (issue 6) keeps deadlines and grants extensions; configure() runs it once it is in.
 HAS_CULLER = importlib.util.find_spec("berth.services.registration") is not None
 needs_culler = pytest.mark.skipif(not HAS_CULLER, reason="waiting for berth-culler on main")
-
-
-@dataclass
-class Cli:
-    """``berth`` with a home of its own (so its login file is the test's)."""
-
-    home: Path
-    hub: Hub
-
-    def env(self, **extra: str) -> dict[str, str]:
-        env = {
-            key: value
-            for key, value in os.environ.items()
-            if not key.startswith(("JUPYTERHUB_", "BERTH_"))
-        }
-        env.update(HOME=str(self.home), XDG_CONFIG_HOME=str(self.home / ".config"))
-        env.update(extra)
-        return env
-
-    def __call__(
-        self, *args: str, input: str | None = None, **env: str
-    ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [BERTH, *args],
-            env=self.env(**env),
-            input=input,
-            capture_output=True,
-            text=True,
-            timeout=240,
-        )
-
-    def popen(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            [BERTH, *args],
-            env=self.env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-
-
-def one_line_error(result: subprocess.CompletedProcess[str], code: int, fragment: str) -> str:
-    """A refusal as the issue asks: one line on stderr, nothing on stdout, the exit code."""
-    assert "Traceback" not in result.stderr, result.stderr
-    assert result.returncode == code, (result.returncode, result.stderr)
-    assert result.stdout == ""
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("berth: "), lines[0]
-    assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
