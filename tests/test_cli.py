@@ -7,11 +7,16 @@ runs on them with CUDA_VISIBLE_DEVICES set) and a stand-in queue for sessions na
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
+import os
+import pty
 import re
+import select
 import sqlite3
 import stat
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +25,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .clikit import Cli, one_line_error
+from .clikit import BERTH, Cli, one_line_error
 from .hubtest import Hub
 from .stand_ins import release, stand_in_hub
 
@@ -248,6 +253,38 @@ def test_a_queued_session_says_why_and_when(alice: Cli, hub: Hub) -> None:
     # a second `wait` on a ready session answers at once
     assert alice("wait", "q-one").stdout == f"{hub.url}/user/alice/q-one/\n"
     alice("stop", "q-one", "--remove")
+
+
+def test_on_a_terminal_the_wait_is_a_live_line(alice: Cli, hub: Hub) -> None:
+    """stderr on a terminal: the messages above, a status line redrawn in place below them."""
+    controller, terminal = pty.openpty()
+    waiting = subprocess.Popen(
+        [BERTH, "launch", "jupyter", "--name", "q-live", "--wait"],
+        env=alice.env(),
+        stdout=subprocess.PIPE,
+        stderr=terminal,
+        text=True,
+    )
+    os.close(terminal)
+    screen = b""
+    while b"queued for 0:0" not in screen:
+        ready, _, _ = select.select([controller], [], [], 60)
+        assert ready, screen
+        screen += os.read(controller, 4096)
+    release(hub, "q-live")
+    out, _ = waiting.communicate(timeout=180)
+    with contextlib.suppress(OSError):
+        while chunk := os.read(controller, 4096):
+            screen += chunk
+    os.close(controller)
+    assert waiting.returncode == 0
+    assert out == f"{hub.url}/user/alice/q-live/\n"
+    text = screen.decode()
+    assert "\r\x1b[2K" in text  # the status line is cleared and redrawn
+    assert re.search(r"[|/\\-] queued for 0:\d\d", text)
+    assert re.search(r"\[0:\d\d\] queued +Job 4242 is queued", text)
+    assert re.search(r"\[0:\d\d\] ready +Server ready at /user/alice/q-live/", text)
+    alice("stop", "q-live", "--remove")
 
 
 def test_a_session_that_cannot_start_says_so(alice: Cli) -> None:
