@@ -190,11 +190,9 @@ class BerthSpawner(_Base):
         selection = self.check_user_options(options)
         spec = build_launch_spec(selection, self.user.name, self.name)
         self.selection, self.launch_spec = selection, spec
-        # Store the canonical form, so the hub, the culler and the CLI read typed values.
-        canonical = selection.to_user_options()
-        self.user_options = canonical
-        if self.orm_spawner is not None:
-            self.orm_spawner.user_options = canonical
+        # The canonical form, so the hub, the culler and the CLI read typed values with every
+        # default filled in (the hub's API shows it at once; start() stores it).
+        self.user_options = selection.to_user_options()
         self.http_timeout = int(spec.ready_timeout.total_seconds())
         self.default_url = spec.url_path if spec.url_path != "/" else ""
         self.cpu_limit = float(spec.resources.cpus)
@@ -210,6 +208,22 @@ class BerthSpawner(_Base):
             describe_limits(selection.policy),
         )
         return spec
+
+    def get_state(self) -> dict[str, Any]:
+        """The backend's state; and the canonical options go to the database with it.
+
+        The hub stores a spawner's state, and commits, right after start() returns: saving the
+        checked options then costs no database commit of their own (SQLite syncs the disk on
+        every commit), where saving them when they are checked would add one to every spawn.
+        """
+        state: dict[str, Any] = super().get_state()
+        if (
+            self.selection is not None
+            and self.orm_spawner is not None
+            and self.orm_spawner.user_options != self.user_options
+        ):
+            self.orm_spawner.user_options = self.user_options
+        return state
 
     def get_env(self) -> dict[str, str]:
         env: dict[str, str] = super().get_env()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -64,12 +66,12 @@ def test_a_launched_session_is_reachable_by_its_owner_only(
 
 
 def test_the_hub_stores_the_checked_options(local_hub: Hub, alice_notebook: dict[str, Any]) -> None:
-    assert alice_notebook["user_options"] == {
-        "service": "jupyter",
-        "profile": "cpu-small",
-        "hours": 1.0,
-        "inputs": {},
-    }
+    canonical = {"service": "jupyter", "profile": "cpu-small", "hours": 1.0, "inputs": {}}
+    assert alice_notebook["user_options"] == canonical
+    # in the hub's database too, every default filled in, for the culler and after a restart
+    with sqlite3.connect(local_hub.dir / "jupyterhub.sqlite") as db:
+        (stored,) = db.execute("SELECT user_options FROM spawners WHERE name = 'nb'").fetchone()
+    assert json.loads(stored) == canonical
 
 
 def test_a_browser_login_reaches_the_session(

@@ -228,6 +228,19 @@ async def spawn_together(
     return dict(zip(names, await asyncio.gather(*runs), strict=True))
 
 
+async def spawn_in_turn(
+    hubs: dict[str, BenchHub], users: list[str], options: dict[str, Any], first: int
+) -> dict[str, list[float]]:
+    """Each arm spawns, and stops again, with the machine to itself; who goes first rotates."""
+    names = list(hubs)
+    names = names[first % len(names) :] + names[: first % len(names)]
+    took = {}
+    for name in names:
+        took[name] = await spawn_all(hubs[name], users, options[name])
+        await stop_all(hubs[name], users)
+    return took
+
+
 async def stop_together(hubs: dict[str, BenchHub], users: list[str]) -> None:
     await asyncio.gather(*(stop_all(hub, users) for hub in hubs.values()))
 
@@ -307,6 +320,13 @@ def main() -> None:
         default="berth,stock",
         help="comma-separated: berth, stock, berth-no-service (Berth without the Service)",
     )
+    parser.add_argument(
+        "--order",
+        choices=("alternate", "together"),
+        default="alternate",
+        help="alternate: in each round the arms spawn one after the other, the first one"
+        " rotating, each with the machine to itself; together: all arms at the same moment",
+    )
     parser.add_argument("--sessions", type=int, default=1000)
     parser.add_argument("--window", type=float, default=120, help="seconds of traffic counted")
     parser.add_argument("--out", default="results.json", help="file name, beside this script")
@@ -339,8 +359,11 @@ def main() -> None:
             per_round: list[dict[str, float]] = []
             for round_ in range(args.warmup + args.rounds):
                 offsets = {name: hub.log_size() for name, hub in hubs.items()}
-                # Every arm spawns at the same moment: they share whatever else the machine does.
-                took_all = asyncio.run(spawn_together(hubs, batch, options))
+                if args.order == "together":
+                    # every arm spawns at the same moment, sharing the machine's two cores
+                    took_all = asyncio.run(spawn_together(hubs, batch, options))
+                else:
+                    took_all = asyncio.run(spawn_in_turn(hubs, batch, options, round_))
                 label = "warm-up" if round_ < args.warmup else f"round {round_ + 1 - args.warmup}"
                 medians = {}
                 for name, hub in hubs.items():
@@ -359,7 +382,8 @@ def main() -> None:
                         own_times[name] += own
                 if round_ >= args.warmup:
                     per_round.append(medians)
-                asyncio.run(stop_together(hubs, batch))
+                if args.order == "together":
+                    asyncio.run(stop_together(hubs, batch))
             results["per_round_p50_minus_kubelet"] = per_round
             results["spawn_to_ready_hub"] = {name: summary(t) for name, t in hub_times.items()}
             results["spawn_to_ready_minus_kubelet"] = {

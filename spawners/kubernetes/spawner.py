@@ -112,6 +112,27 @@ class BerthKubeSpawner(BerthSpawner, KubeSpawner):
         super().clear_state()
         self._set_names()
 
+    def is_pod_running(self, pod: dict[str, Any] | None) -> bool:
+        """Started: scheduled, given an IP, every container running, not being deleted.
+
+        KubeSpawner also waits for the containers' readiness, polling with a backoff that
+        doubles up to 5 s, so a pod that turns Ready a probe period later is noticed seconds
+        later. Whether the service answers is what the hub checks next anyway — over HTTP,
+        for as long as the service type's ready_timeout — the same thing the readiness probe
+        checks, so the probe stays (for the session's Service and for kubectl) and the spawn
+        does not wait for it twice.
+        """
+        if pod is None or "deletionTimestamp" in pod["metadata"]:
+            return False
+        status = pod.get("status") or {}
+        containers = status.get("containerStatuses") or []
+        return (
+            status.get("phase") == "Running"
+            and status.get("podIP") is not None
+            and bool(containers)
+            and all("running" in (c.get("state") or {}) for c in containers)
+        )
+
     def get_args(self) -> list[str]:
         # berth-gate takes the service's command after "--"; nothing may be appended to it.
         if self.launch_spec is not None and self.launch_spec.kind == "gated":
