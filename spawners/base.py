@@ -17,6 +17,7 @@ It serves the spawn form, turns form fields and query strings into ``user_option
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -24,6 +25,7 @@ from berth.hub_config.catalog import Catalog, Profile
 from berth.hub_config.loader import CatalogError, catalog_from_dict, load_catalog
 from berth.hub_config.units import format_duration, format_memory
 from jinja2 import Environment, PackageLoader, select_autoescape
+from sqlalchemy.orm import object_session
 from traitlets import Dict, Unicode, default
 
 from .options import (
@@ -34,6 +36,7 @@ from .options import (
     options_from_form,
     validate_user_options,
 )
+from .progress import ProgressLog
 from .schema import service_options_schema
 from .spec import LaunchSpec, build_launch_spec
 
@@ -139,6 +142,33 @@ class BerthSpawner(_Base):
 
     def user_groups(self) -> list[str]:
         return sorted(group.name for group in self.user.groups)
+
+    @property
+    def progress_log(self) -> ProgressLog:
+        """This session's start, step by step; backends emit, :meth:`progress` follows."""
+        log = self.__dict__.get("_berth_progress")
+        if log is None:
+            log = self.__dict__["_berth_progress"] = ProgressLog()
+        return log
+
+    def report(self, message: str, progress: int) -> None:
+        """Tell the user (progress API, pending page, ``berth launch``) and the log."""
+        self.progress_log.emit(message, progress)
+        self.log.info("%s: %s", self._log_name, message)
+
+    async def progress(self) -> AsyncIterator[dict[str, Any]]:
+        async for event in self.progress_log.follow():
+            yield event
+
+    def persist_state(self) -> None:
+        """Write the spawner's state to the hub's database now, mid-start: a hub killed
+        before start() returns finds the session (job, process, pod) again on restart."""
+        if self.orm_spawner is None:
+            return
+        self.orm_spawner.state = self.get_state()
+        session = object_session(self.orm_spawner)
+        if session is not None:
+            session.commit()
 
     def profile_unavailable(self, profile: Profile) -> str | None:
         """Why this backend cannot run ``profile`` now, or None. Backends override."""

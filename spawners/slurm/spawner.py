@@ -23,13 +23,11 @@ import hmac
 import os
 import pwd
 import time
-from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
 from berth.spawners.base import BerthSpawner
 from berth.spawners.spec import LaunchSpec
-from sqlalchemy.orm import object_session
 from traitlets import Dict, Enum, Float, Integer, List, Unicode, default
 
 from ._batchspawner import SlurmSpawner, batchspawner_api_loaded
@@ -227,10 +225,7 @@ class BerthSlurmSpawner(BerthSpawner, SlurmSpawner):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._events: list[dict[str, Any]] = []
-        self._events_changed = asyncio.Event()
         self._port_received = asyncio.Event()
-        self._starting = False
         if batchspawner_api_loaded():
             self.log.error(
                 "batchspawner's /hub/api/batchspawner handler is loaded (something imported"
@@ -296,22 +291,6 @@ class BerthSlurmSpawner(BerthSpawner, SlurmSpawner):
             extra_options=tuple(self.job_extra_options),
         )
 
-    def _persist(self) -> None:
-        """Write the state to the hub's database now (read your own writes across a kill)."""
-        if self.orm_spawner is not None:
-            self.orm_spawner.state = self.get_state()
-            self._commit()
-
-    def _commit(self) -> None:
-        session = object_session(self.orm_spawner) if self.orm_spawner is not None else None
-        if session is not None:
-            session.commit()
-
-    def _emit(self, message: str, progress: int) -> None:
-        self._events.append({"progress": progress, "message": message})
-        self._events_changed.set()
-        self.log.info("%s: %s", self._log_name, message)
-
     # -- state --------------------------------------------------------------------------------
     def get_state(self) -> dict[str, Any]:
         state: dict[str, Any] = super().get_state()
@@ -370,14 +349,13 @@ class BerthSlurmSpawner(BerthSpawner, SlurmSpawner):
                 return
             raise PortRefused(409, f"this session's job already reported port {self.job_port}")
         self.job_port = port
-        self._persist()
+        self.persist_state()
         self._port_received.set()
         self.queue.wake()
 
     # -- start --------------------------------------------------------------------------------
     async def start(self) -> tuple[str, int]:
-        self._events = []
-        self._starting = True
+        self.progress_log.begin()
         try:
             spec = self.prepare_launch()
             settings = self._job_settings()
@@ -386,7 +364,7 @@ class BerthSlurmSpawner(BerthSpawner, SlurmSpawner):
             self.job_name = settings.job_name
             self.token_digest = _digest(self.api_token)
             self.queue.watch(self.job_name)
-            self._persist()  # before sbatch: a restarted hub can find and verify the job
+            self.persist_state()  # before sbatch: a restarted hub can find and verify the job
             with self.queue.urgent():
                 try:
                     await self._cancel_leftovers()
@@ -395,11 +373,11 @@ class BerthSlurmSpawner(BerthSpawner, SlurmSpawner):
                 except SlurmSpawnError as e:
                     if not e.maybe_submitted:
                         self._forget_job()  # nothing to find or cancel later
-                        self._persist()
+                        self.persist_state()
                     raise
                 self.job_log = settings.output.replace("%j", self.job_id).replace("%%", "%")
-                self._persist()
-                self._emit(
+                self.persist_state()
+                self.report(
                     f"Submitted Slurm job {self.job_id} ({spec.service.display_name} on"
                     f" {spec.profile.display_name})",
                     10,
@@ -408,8 +386,7 @@ class BerthSlurmSpawner(BerthSpawner, SlurmSpawner):
         except RenderError as e:
             raise SlurmSpawnError(f"This session cannot be submitted to Slurm: {e}") from None
         finally:
-            self._starting = False
-            self._events_changed.set()
+            self.progress_log.end()
 
     async def _cancel_leftovers(self) -> None:
         """Cancel live jobs of this session the hub lost track of (no duplicates, no orphans)."""
@@ -503,10 +480,10 @@ class BerthSlurmSpawner(BerthSpawner, SlurmSpawner):
                 progress = 60
             else:
                 self.job_node = job.host
-                self._persist()
+                self.persist_state()
                 break
             if message != said:
-                self._emit(message, progress)
+                self.report(message, progress)
                 said = message
             waiters = [
                 asyncio.ensure_future(self._port_received.wait()),
@@ -520,7 +497,7 @@ class BerthSlurmSpawner(BerthSpawner, SlurmSpawner):
         address = self._address(self.job_node)
         if not probe:
             return address, self.job_port
-        self._emit(
+        self.report(
             f"Job {self.job_id} listens on {self.job_node}:{self.job_port}; waiting for"
             " it to answer",
             80,
@@ -575,22 +552,11 @@ class BerthSlurmSpawner(BerthSpawner, SlurmSpawner):
             return []
         return [line for line in text.splitlines() if line.strip()][-lines:]
 
-    async def progress(self) -> AsyncIterator[dict[str, Any]]:
-        sent = 0
-        while True:
-            while sent < len(self._events):
-                yield self._events[sent]
-                sent += 1
-            if not self._starting:
-                return
-            self._events_changed.clear()
-            await self._events_changed.wait()
-
     # -- poll ---------------------------------------------------------------------------------
     async def poll(self) -> int | None:
         if not self.job_name:
             return 0
-        if self._starting:
+        if self.progress_log.active:
             return None
         listing = self.queue.listing
         if listing is None or listing.started < self._loaded_at:
@@ -617,7 +583,7 @@ class BerthSlurmSpawner(BerthSpawner, SlurmSpawner):
                 self.job_id = job.job_id
                 log_dir = self._job_settings().output
                 self.job_log = log_dir.replace("%j", job.job_id).replace("%%", "%")
-                self._persist()
+                self.persist_state()
                 return True
         return False
 
@@ -635,7 +601,7 @@ class BerthSlurmSpawner(BerthSpawner, SlurmSpawner):
         if self.server is not None and (self.server.ip, self.server.port) != (address, port):
             self.server.ip = address
             self.server.port = port
-            self._commit()
+            self.persist_state()
         _keep(asyncio.ensure_future(self._route_when_ready()))
         return None
 
