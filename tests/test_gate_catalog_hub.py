@@ -16,6 +16,7 @@ of the three can be installed here).
 
 from __future__ import annotations
 
+import asyncio
 import getpass
 import json
 import re
@@ -181,8 +182,13 @@ async def test_code_server_websocket_origin(
     assert await workbench_socket(hub, {**token, "Origin": hub.url}) == "workbench hello"
     # a token is not a cross-site risk for the gate, but code-server checks origins itself
     assert await workbench_socket(hub, {**token, "Origin": "http://evil.example"}) == 403
-    r = hub.api("GET", "/berth/users/alice/sessions/code/logs", token=tokens["alice"])
-    assert any('does not match origin "evil.example"' in line for line in r.json()["lines"])
+    said = 'does not match origin "evil.example"'  # code-server's own words, in the session log
+    for _ in range(100):
+        r = hub.api("GET", "/berth/users/alice/sessions/code/logs", token=tokens["alice"])
+        if any(said in line for line in r.json()["lines"]):
+            break
+        await asyncio.sleep(0.1)
+    assert any(said in line for line in r.json()["lines"])
 
 
 # -- RStudio --------------------------------------------------------------------------------------
