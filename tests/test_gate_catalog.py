@@ -62,14 +62,25 @@ async def start_from_spec(
         command = [*program, *command[1:]]
     env = {k: v for k, v in spec.environment.items()}
     gate = await start_gate(hub.url, command, options=options, env=env, **kwargs)  # type: ignore[arg-type]
+    STARTED.append(gate)
     await gate.wait_logged("The service is ready")
     return gate
+
+
+#: gates a test started; any still running when it ends (it failed) are stopped
+STARTED: list[GateProcess] = []
 
 
 @pytest_asyncio.fixture
 async def hub() -> AsyncIterator[FakeHub]:
     async with fake_hub() as hub:
-        yield hub
+        try:
+            yield hub
+        finally:
+            while STARTED:
+                gate = STARTED.pop()
+                if gate.process.returncode is None:
+                    await gate.stop()
 
 
 async def test_openai_client_against_vllm(hub: FakeHub) -> None:
