@@ -78,9 +78,21 @@ def configure(c: Any, path: str | os.PathLike[str] = "berth.yaml") -> Catalog:
     # with a deprecation notice in its log.
     from .api import handlers
 
+    ours = handlers()
+    if backend == "slurm":
+        # where a session's job reports its port (authenticated with that session's token)
+        from berth.spawners.slurm.api import slurm_handlers
+
+        ours += slurm_handlers()
     existing = list(c.JupyterHub.extra_handlers) if "extra_handlers" in c.JupyterHub else []
-    c.JupyterHub.extra_handlers = existing + [h for h in handlers() if h not in existing]
+    c.JupyterHub.extra_handlers = existing + [h for h in ours if h not in existing]
     templates = list(c.JupyterHub.template_paths) if "template_paths" in c.JupyterHub else []
     if TEMPLATES not in templates:
         c.JupyterHub.template_paths = [*templates, TEMPLATES]
+    # The pages' view of the viewer's sessions, as `berth` in the templates.
+    from .pages import page_data
+
+    template_vars = c.JupyterHub.template_vars if "template_vars" in c.JupyterHub else {}
+    if isinstance(template_vars, dict):
+        c.JupyterHub.template_vars = {**template_vars, "berth": page_data}
     return catalog

@@ -34,6 +34,7 @@ from .options import (
     options_from_form,
     validate_user_options,
 )
+from .schema import service_options_schema
 from .spec import LaunchSpec, build_launch_spec
 
 if TYPE_CHECKING:
@@ -250,9 +251,16 @@ class BerthSpawner(_Base):
                 )
             if profiles:
                 services.append({"service": service, "profiles": profiles})
+        # The same rules as check_user_options, for the page's inline messages.
+        cannot_run = {p.name for p in catalog.profiles.values() if self.profile_unavailable(p)}
+        schemas = {
+            service.name: service_options_schema(catalog, service, groups, cannot_run)
+            for service in catalog.services_for(groups)
+        }
         return _templates.get_template("spawn_form.html").render(
             services=services,
             chosen=chosen,
             previous=previous,
             session=session,
+            schemas=schemas,
         )

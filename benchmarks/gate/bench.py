@@ -61,7 +61,8 @@ from tests.gatekit import (  # noqa: E402
     webapp,
 )
 
-PEERS = HERE / ".peers" / "bin"
+#: each peer in its own virtualenv: installed together, pip picks an old jhsingle-native-proxy
+PEERS = HERE / ".peers"
 GATE = Path(sys.executable).with_name("berth-gate")
 AUTH = {"Authorization": f"token {OWNER_TOKEN}"}
 #: targets that never served, and why
@@ -133,14 +134,15 @@ async def targets(hub_url: str, which: list[str], allocator: str) -> AsyncIterat
         if "jsp" in which:
             port = free_port()
             env = gate_environment(hub_url, port, PREFIX, JUPYTERHUB_ACTIVITY_URL="")
-            argv = [str(PEERS / "jupyter-standaloneproxy"), f"--port={port}",
+            argv = [str(PEERS / "jsp" / "bin" / "jupyter-standaloneproxy"), f"--port={port}",
                     "--address=127.0.0.1", "--", *service]  # fmt: skip
             started.append(Target("jsp", f"http://127.0.0.1:{port}{PREFIX}",
                                   await spawn(*argv, env=env)))  # fmt: skip
         if "jhsingle" in which:
             port = free_port()
             env = gate_environment(hub_url, port, PREFIX, JUPYTERHUB_ACTIVITY_URL="")
-            argv = [str(PEERS / "jhsingle-native-proxy"), f"--port={port}", "--ip=127.0.0.1",
+            jhsingle = PEERS / "jhsingle" / "bin" / "jhsingle-native-proxy"
+            argv = [str(jhsingle), f"--port={port}", "--ip=127.0.0.1",
                     "--authtype=oauth", "--ready-check-path=/health", "--last-activity-interval=0",
                     "--no-logs", "--", *service]  # fmt: skip
             started.append(Target("jhsingle", f"http://127.0.0.1:{port}{PREFIX}",

@@ -8,8 +8,13 @@ root="$(cd "$here/../.." && pwd)"
 cd "$root"
 [ -x .venv/bin/berth-gate ] || BERTH_EXTRAS=test ./deploy/local/setup
 command -v wrk >/dev/null || bash tests/system/30-gate.sh
-if [ ! -x "$here/.peers/bin/jupyter-standaloneproxy" ] || [ ! -x "$here/.peers/bin/jhsingle-native-proxy" ]; then
-  python3 -m venv "$here/.peers"
-  "$here/.peers/bin/pip" install --quiet "jupyter-server-proxy[standalone]==4.6.0" "jhsingle-native-proxy"
+# Each peer in its own virtualenv: installed together, pip settles on an old jhsingle-native-proxy.
+if [ ! -x "$here/.peers/jsp/bin/jupyter-standaloneproxy" ]; then
+  python3 -m venv "$here/.peers/jsp"
+  "$here/.peers/jsp/bin/pip" install --quiet "jupyter-server-proxy[standalone]==4.6.0"
+fi
+if [ ! -x "$here/.peers/jhsingle/bin/jhsingle-native-proxy" ]; then
+  python3 -m venv "$here/.peers/jhsingle"
+  "$here/.peers/jhsingle/bin/pip" install --quiet "jhsingle-native-proxy==0.8.3"
 fi
 exec .venv/bin/python "$here/bench.py" "$@"
