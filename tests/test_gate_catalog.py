@@ -51,16 +51,21 @@ def launch_spec(service: str, inputs: dict[str, object] | None = None) -> Launch
 
 
 async def start_from_spec(
-    hub: FakeHub, spec: LaunchSpec, program: list[str] | None, **kwargs: object
+    hub: FakeHub,
+    spec: LaunchSpec,
+    program: list[str] | None,
+    inherited: dict[str, str] | None = None,
+    **kwargs: object,
 ) -> GateProcess:
-    """Run the spec's argv, with its program swapped for ``program`` (None: the real one)."""
+    """Run the spec's argv, with its program swapped for ``program`` (None: the real one), in an
+    environment that also has ``inherited`` (as a job inherits variables from where it starts)."""
     argv = list(spec.argv)
     assert argv[0] == "berth-gate"
     split = argv.index("--")
     options, command = argv[1:split], argv[split + 1 :]
     if program is not None:
         command = [*program, *command[1:]]
-    env = {k: v for k, v in spec.environment.items()}
+    env = {**(inherited or {}), **spec.environment}
     gate = await start_gate(hub.url, command, options=options, env=env, **kwargs)  # type: ignore[arg-type]
     STARTED.append(gate)
     await gate.wait_logged("The service is ready")
@@ -193,7 +198,11 @@ LINK = re.compile(r'(?:href|src)="([^"]+)"')
 
 async def test_code_server_relative_links_and_origin_check(hub: FakeHub) -> None:
     spec = launch_spec("code-server")
-    gate = await start_from_spec(hub, spec, [sys.executable, str(STANDINS / "code_server.py")])
+    # code-server prefers $PORT to --bind-addr's port: the catalog pins it to the same port, so
+    # a PORT the job inherits does not send it elsewhere
+    assert spec.environment["PORT"] == "{port}" and ("--env", "PORT") == spec.argv[9:11]
+    program = [sys.executable, str(STANDINS / "code_server.py")]
+    gate = await start_from_spec(hub, spec, program, inherited={"PORT": "8080"})
     async with aiohttp.ClientSession() as session:
         async with session.get(gate.url, headers=OWNER) as r:
             assert r.status == 200
