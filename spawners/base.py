@@ -21,12 +21,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from berth.hub_config.catalog import Catalog, Profile
-from berth.hub_config.loader import CatalogError, catalog_from_dict, load_catalog
-from berth.hub_config.units import format_duration, format_memory
 from jinja2 import Environment, PackageLoader, select_autoescape
 from sqlalchemy.orm import object_session
 from traitlets import Dict, Unicode, default
+
+from berth.hub_config.catalog import Catalog, Profile
+from berth.hub_config.loader import CatalogError, catalog_from_dict, load_catalog
+from berth.hub_config.units import format_duration, format_memory
 
 from .options import (
     OptionsError,
@@ -165,10 +166,17 @@ class BerthSpawner(_Base):
         before start() returns finds the session (job, process, pod) again on restart."""
         if self.orm_spawner is None:
             return
-        self.orm_spawner.state = self.get_state()
+        # a backend's spawner inside `berth` (several backends) saves its parent's state
+        owner = self.__dict__.get("_berth_parent", self)
+        self.orm_spawner.state = owner.get_state()
         session = object_session(self.orm_spawner)
         if session is not None:
             session.commit()
+
+    @property
+    def backend_spawner(self) -> BerthSpawner:
+        """The spawner that runs the session (itself, except inside `berth`)."""
+        return self
 
     def profile_unavailable(self, profile: Profile) -> str | None:
         """Why this backend cannot run ``profile`` now, or None. Backends override."""

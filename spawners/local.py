@@ -24,12 +24,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar
 
-from berth.hub_config.catalog import Profile
-from berth.hub_config.units import format_duration
 from jupyterhub.spawner import LocalProcessSpawner, SpawnException
 from tornado import web
 from tornado.httpclient import AsyncHTTPClient
 from traitlets import Bool, List, Unicode
+
+from berth.hub_config.catalog import Profile
+from berth.hub_config.units import format_duration
 
 from .base import BerthSpawner
 from .spec import LaunchSpec

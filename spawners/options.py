@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from tornado import web
+
 from berth.hub_config.catalog import Catalog, InputValue, Policy, Profile, ServiceType
 from berth.hub_config.inputs import InputError, check_input, coerce_form_value
 from berth.hub_config.units import format_duration
-from tornado import web
 
 __all__ = [
     "MIN_HOURS",

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from berth.cli.client import explain
 from berth.cli.config import Login, find_login, normalize_url, save_login
 from berth.cli.display import describe_text, duration, list_table, when

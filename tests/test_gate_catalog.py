@@ -25,6 +25,7 @@ import aiohttp
 import openai
 import pytest
 import pytest_asyncio
+
 from berth.hub_config.loader import load_catalog
 from berth.spawners.options import validate_user_options
 from berth.spawners.spec import LaunchSpec, build_launch_spec

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 import pytest_asyncio
+
 from berth.proxy.upstream import UpstreamPool
 
 from .gatekit import (

@@ -8,6 +8,7 @@ import platform
 
 import pytest
 from aiohttp import ClientSession, web
+
 from berth.hub_config.loader import load_catalog
 from berth.proxy import pages
 from berth.proxy.activity import ActivityReporter

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+
 from berth.hub_config.catalog import Catalog
 from berth.hub_config.loader import load_catalog
 from berth.spawners.kubernetes.builders import (

@@ -10,6 +10,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+
 from berth.hub_config.loader import parse_catalog
 
 DEPLOY = Path(__file__).parents[1] / "deploy" / "kubernetes"

@@ -13,17 +13,18 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-from berth.hub_config.catalog import Catalog
-from berth.hub_config.loader import load_catalog
-from berth.spawners.kubernetes import BerthKubeSpawner
-from berth.spawners.kubernetes.names import _digest
-from berth.spawners.options import OptionsError
 from jupyterhub import orm
 from jupyterhub.objects import Server
 from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.config import kube_config
 from kubespawner.objects import make_owner_reference
 from traitlets.config import Config
+
+from berth.hub_config.catalog import Catalog
+from berth.hub_config.loader import load_catalog
+from berth.spawners.kubernetes import BerthKubeSpawner
+from berth.spawners.kubernetes.names import _digest
+from berth.spawners.options import OptionsError
 
 KUBERNETES_VERSION = "1.30"
 EXAMPLE = Path(__file__).parents[1] / "hub_config" / "examples" / "berth.yaml"

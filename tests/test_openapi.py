@@ -11,8 +11,9 @@ from typing import Any
 
 import httpx
 import pytest
-from berth.hub_config.api import handlers
 from jsonschema import Draft202012Validator
+
+from berth.hub_config.api import handlers
 
 from .hubtest import ROOT, Hub
 from .openapi_check import OpenAPI

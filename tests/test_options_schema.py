@@ -13,13 +13,14 @@ import math
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
+
 from berth.hub_config.catalog import Catalog, InputSpec
 from berth.hub_config.loader import catalog_from_dict, load_catalog
 from berth.spawners.options import MIN_HOURS, OptionsError, validate_user_options
 from berth.spawners.schema import service_options_schema, user_options_schema
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from jsonschema import Draft202012Validator
 
 from .hubtest import EXAMPLE_CATALOG
 

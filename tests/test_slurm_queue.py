@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from berth.spawners.slurm.commands import RunAs, SlurmRefused, SlurmUnavailable, run_command
 from berth.spawners.slurm.queue import QueueSettings, SlurmQueue
 from berth.spawners.slurm.status import Phase

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from berth.hub_config import load_catalog
 from berth.hub_config.catalog import Catalog, SlurmProfile
 from berth.spawners.options import validate_user_options

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 
 import pytest
+from tornado import web
+
 from berth.spawners.slurm.api import parse_port_report
 from berth.spawners.slurm.job import service_url
 from berth.spawners.slurm.reasons import describe_reason, describe_start, queued_message
@@ -16,7 +18,6 @@ from berth.spawners.slurm.status import (
     phase_of,
     scontrol_says_unknown,
 )
-from tornado import web
 
 # Real output of `squeue --noheader --all --states=all --format=%i|%j|%T|%r|%B|%S|%u` on the dev
 # cluster, plus a line of noise.

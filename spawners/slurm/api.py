@@ -74,7 +74,8 @@ class PortReportHandler(APIHandler):
         user = self.find_user(user_name)
         if user is None or server_name not in user.orm_spawners:
             raise web.HTTPError(403, self._forbidden)
-        spawner = user.spawners[server_name]
+        # inside `berth` (several backends) the session's own spawner is the backend's
+        spawner = getattr(user.spawners[server_name], "backend_spawner", None)
         if not isinstance(spawner, PortReceiver) or not spawner.check_report_token(token):
             raise web.HTTPError(403, self._forbidden)
         port = parse_port_report(self.request.body)

@@ -26,9 +26,10 @@ import time
 from datetime import datetime
 from typing import Any
 
+from traitlets import Dict, Enum, Float, Integer, List, Unicode, default
+
 from berth.spawners.base import BerthSpawner
 from berth.spawners.spec import LaunchSpec
-from traitlets import Dict, Enum, Float, Integer, List, Unicode, default
 
 from ._batchspawner import SlurmSpawner, batchspawner_api_loaded
 from .api import PortRefused
