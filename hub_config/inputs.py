@@ -9,10 +9,10 @@ import math
 import re
 
 from .catalog import InputSpec, InputValue
+from .patterns import CONTROL as _CONTROL
 
 __all__ = ["InputError", "check_input", "coerce_form_value"]
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _INTEGER = re.compile(r"^[+-]?\d{1,18}$")
 _NUMBER = re.compile(r"^[+-]?(\d{1,18}(\.\d*)?|\.\d+)([eE][+-]?\d{1,3})?$")
 _TRUE = {"on", "true", "1", "yes"}

@@ -19,6 +19,10 @@ import shlex
 from dataclasses import dataclass
 from datetime import timedelta
 
+from berth.hub_config.patterns import CONSTRAINT as _CONSTRAINT
+from berth.hub_config.patterns import CONTROL as _CONTROL
+from berth.hub_config.patterns import ENV_NAME as _ENV_NAME
+from berth.hub_config.patterns import SCHEDULER_NAME
 from berth.spawners.spec import LaunchSpec
 
 __all__ = [
@@ -31,12 +35,9 @@ __all__ = [
 ]
 
 #: Scheduler names (partition, account, qos, reservation, gpu type), as the catalog allows them.
-_SLURM_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:+-]{0,63}$")
-_CONSTRAINT = re.compile(r"^[A-Za-z0-9_.:+&|()\[\]*-]{1,128}$")
+_SLURM_NAME = SCHEDULER_NAME
 _JOB_NAME = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _PATH = re.compile(r"^/[^\x00-\x1f\x7f]*$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _OPTION = re.compile(r"^--([a-z][a-z-]*)(=[^\x00-\x1f\x7f]*)?$")
 
 #: sbatch options Berth sets itself; an admin's extra options may not repeat them.
