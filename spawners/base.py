@@ -17,7 +17,6 @@ It serves the spawn form, turns form fields and query strings into ``user_option
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -146,7 +145,9 @@ class BerthSpawner(_Base):
 
     @property
     def progress_log(self) -> ProgressLog:
-        """This session's start, step by step; backends emit, :meth:`progress` follows."""
+        """This session's start, step by step, for backends that report their own progress:
+        they emit with :meth:`report` and serve ``progress()`` from ``progress_log.follow()``.
+        (Not a ``progress()`` here: it would hide a backend spawner's own, e.g. KubeSpawner's.)"""
         log = self.__dict__.get("_berth_progress")
         if log is None:
             log = self.__dict__["_berth_progress"] = ProgressLog()
@@ -156,10 +157,6 @@ class BerthSpawner(_Base):
         """Tell the user (progress API, pending page, ``berth launch``) and the log."""
         self.progress_log.emit(message, progress)
         self.log.info("%s: %s", self._log_name, message)
-
-    async def progress(self) -> AsyncIterator[dict[str, Any]]:
-        async for event in self.progress_log.follow():
-            yield event
 
     def persist_state(self) -> None:
         """Write the spawner's state to the hub's database now, mid-start: a hub killed

@@ -20,7 +20,7 @@ import shutil
 import subprocess
 import sys
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar
 
@@ -280,6 +280,10 @@ class BerthLocalSpawner(BerthSpawner, LocalProcessSpawner):
     def log_path(self) -> Path:
         user: str = self.user.name
         return Path(self.log_dir).absolute() / user / f"{self.name or 'default'}.log"
+
+    async def progress(self) -> AsyncIterator[dict[str, Any]]:
+        async for event in self.progress_log.follow():
+            yield event
 
     async def session_logs(self, lines: int) -> list[str] | None:
         return await asyncio.to_thread(_tail, self.log_path, lines)

@@ -10,6 +10,7 @@ even after the hub itself was killed: each carries ``BERTH_TEST_HUB=<marker>`` i
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import secrets
@@ -231,6 +232,40 @@ class Hub:
                 return
             time.sleep(0.2)
         raise TimeoutError(f"{user}/{session} did not stop")
+
+    def progress_messages(
+        self, user: str, session: str, until: str, timeout: float = 120
+    ) -> list[str]:
+        """Read the hub's progress event stream (as the pending page and ``berth launch --wait``
+        do) until a message contains ``until``, the session is ready or failed, or it ends."""
+        messages: list[str] = []
+        url = f"{self.api_url}/users/{quote(user)}/servers/{quote(session)}/progress"
+        headers = {"Authorization": f"token {self.admin_token}"}
+        with httpx.stream("GET", url, headers=headers, timeout=timeout) as response:
+            assert response.status_code == 200, response.read()
+            for line in response.iter_lines():
+                if not line.startswith("data:"):
+                    continue
+                event = json.loads(line[5:])
+                messages.append(event.get("message", ""))
+                if until in messages[-1] or event.get("ready") or event.get("failed"):
+                    break
+        return messages
+
+    def session_processes(self, session: str | None = None) -> set[int]:
+        """This hub's processes serving a session (``session``, or any): local processes, and
+        Slurm jobs' or the Kubernetes stand-in's on this machine. The proxy is not one."""
+        pids = set()
+        for pid in marked_processes(self.marker):
+            try:
+                environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            names = [e[len(b"JUPYTERHUB_SERVER_NAME=") :] for e in environ
+                     if e.startswith(b"JUPYTERHUB_SERVER_NAME=")]  # fmt: skip
+            if names and (session is None or names[0] == session.encode()):
+                pids.add(pid)
+        return pids
 
     # -- as a browser or a program through the proxy --------------------------------------------
 

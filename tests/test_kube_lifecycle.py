@@ -7,13 +7,11 @@ has one ``nvidia.com/gpu``. Pods run jupyterhub-singleuser as local processes.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from .hubtest import EXAMPLE_CATALOG, Hub, make_hub
@@ -81,29 +79,10 @@ def wait(predicate: Any, timeout: float = 60, what: str = "condition") -> Any:
     raise TimeoutError(f"{what} not reached in {timeout}s")
 
 
-def progress_messages(
-    hub: Hub, user: str, session: str, until: str, timeout: float = 60
-) -> list[str]:
-    """Read the hub's progress event stream until a message contains ``until``."""
-    messages: list[str] = []
-    url = f"{hub.api_url}/users/{user}/servers/{session}/progress"
-    headers = {"Authorization": f"token {hub.admin_token}"}
-    with httpx.stream("GET", url, headers=headers, timeout=timeout) as response:
-        assert response.status_code == 200
-        for line in response.iter_lines():
-            if not line.startswith("data:"):
-                continue
-            event = json.loads(line[5:])
-            messages.append(event.get("message", ""))
-            if until in messages[-1] or event.get("ready") or event.get("failed"):
-                break
-    return messages
-
-
 def test_spawn_ready_reachable_and_stopped(hub: Hub, kube: StandIn) -> None:
     r = hub.start_session("alice", "nb", {"service": "jupyter", "profile": "cpu-small", "hours": 1})
     assert r.status_code in (201, 202), r.text
-    messages = progress_messages(hub, "alice", "nb", until="ready")
+    messages = hub.progress_messages("alice", "nb", until="ready")
     server = hub.wait_ready("alice", "nb")
     assert server["ready"]
     # the events reached the user as sentences
@@ -153,7 +132,7 @@ def test_gpu_shortage_is_queued_with_a_clear_sentence(hub: Hub, kube: StandIn) -
     assert placed is not None and placed["spec"]["nodeName"] == "gpu-node-1"
 
     assert hub.start_session("bob", "second", gpu).status_code in (201, 202)
-    messages = progress_messages(hub, "bob", "second", until="Waiting for")
+    messages = hub.progress_messages("bob", "second", until="Waiting for")
     sentence = messages[-1]
     assert sentence == (
         "Waiting for 1 free a100 GPU: every node that fits profile '1 GPU' has its GPUs in use."

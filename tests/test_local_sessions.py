@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from .hubtest import Hub, marked_processes, running_hub
+from .hubtest import Hub, running_hub
 
 JUPYTER = {"service": "jupyter", "profile": "cpu-small", "hours": 1}
 
@@ -31,19 +31,6 @@ def alice_notebook(local_hub: Hub, people: dict[str, str]) -> dict[str, Any]:
     r = local_hub.start_session("alice", "nb", JUPYTER, token=people["alice"])
     assert r.status_code in (201, 202), r.text
     return local_hub.wait_ready("alice", "nb")
-
-
-def session_pids(hub: Hub) -> set[int]:
-    """Processes started for sessions (the proxy carries the marker too; leave it out)."""
-    pids = set()
-    for pid in marked_processes(hub.marker):
-        try:
-            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if any(entry.startswith(b"JUPYTERHUB_SERVER_NAME=") for entry in environ):
-            pids.add(pid)
-    return pids
 
 
 def test_a_launched_session_is_reachable_by_its_owner_only(
@@ -88,7 +75,7 @@ def test_a_browser_login_reaches_the_session(
 
 
 def test_sessions_never_run_as_root(local_hub: Hub, alice_notebook: dict[str, Any]) -> None:
-    pids = session_pids(local_hub)
+    pids = local_hub.session_processes()
     assert pids
     for pid in pids:
         status = Path(f"/proc/{pid}/status").read_text()
@@ -102,13 +89,13 @@ def test_sessions_never_run_as_root(local_hub: Hub, alice_notebook: dict[str, An
 def test_a_user_runs_several_sessions_and_stops_one(
     local_hub: Hub, people: dict[str, str], alice_notebook: dict[str, Any]
 ) -> None:
-    before = session_pids(local_hub)
+    before = local_hub.session_processes()
     r = local_hub.start_session(
         "alice", "second", {"service": "jupyter", "profile": "cpu-large"}, token=people["alice"]
     )
     assert r.status_code in (201, 202), r.text
     local_hub.wait_ready("alice", "second")
-    started = session_pids(local_hub) - before
+    started = local_hub.session_processes() - before
     assert len(started) == 1
     for session in ("nb", "second"):
         r = local_hub.get(f"/user/alice/{session}/api/status", token=people["alice"])
@@ -117,7 +104,7 @@ def test_a_user_runs_several_sessions_and_stops_one(
     local_hub.stop_session("alice", "second")
     server = local_hub.server("alice", "second")
     assert server is not None and server["stopped"] and not server["ready"]
-    assert not (session_pids(local_hub) & started), "the stopped session's process still runs"
+    assert not (local_hub.session_processes() & started), "the stopped session's process still runs"
     r = local_hub.get("/user/alice/second/api/status", token=people["alice"])
     assert r.status_code != 200
     # the other session is untouched
@@ -159,13 +146,13 @@ def test_bad_options_get_400_and_start_nothing(
     options: dict[str, Any],
     message: str,
 ) -> None:
-    before = session_pids(local_hub)
+    before = local_hub.session_processes()
     r = local_hub.start_session("bob", session, options, token=people["bob"])
     assert r.status_code == 400
     assert message in r.json()["message"]
     server = local_hub.server("bob", session)
     assert server is None or (not server["ready"] and not server["pending"])
-    assert session_pids(local_hub) == before
+    assert local_hub.session_processes() == before
     # the hub keeps serving everyone else
     r = local_hub.get("/user/alice/nb/api/status", token=people["alice"])
     assert r.status_code == 200
@@ -273,4 +260,4 @@ def test_a_service_that_dies_at_start_says_why_at_once(tmp_path: Path) -> None:
             else hub.api("GET", "/users/erin/servers/quiet/progress", token=token).text
         )
         assert "did not answer within 3s" in text
-        assert not session_pids(hub)
+        assert not hub.session_processes()

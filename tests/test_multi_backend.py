@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from .hubtest import Hub, make_hub, marked_processes, running_hub
+from .hubtest import Hub, make_hub, running_hub
 from .slurm_support import ALICE, require_cluster
 from .test_slurm_hub import _wrappers, failed_start, slurm_hub_config
 
@@ -36,20 +36,6 @@ services:
 """
 LOCAL = {"service": "jupyter", "profile": "laptop"}
 ON_SLURM = {"service": "jupyter", "profile": "cluster-gpu"}
-
-
-def processes_of(hub: Hub, session: str) -> set[int]:
-    """This hub's processes serving ``session`` (a local process, or the job's on this node)."""
-    wanted = f"JUPYTERHUB_SERVER_NAME={session}".encode()
-    pids = set()
-    for pid in marked_processes(hub.marker):
-        try:
-            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if wanted in environ:
-            pids.add(pid)
-    return pids
 
 
 def reachable(hub: Hub, user: str, session: str) -> bool:
@@ -124,7 +110,7 @@ def test_local_and_slurm_sessions_side_by_side_survive_a_hub_crash(
         assert r.status_code in (201, 202), r.text
     hub.wait_ready(ALICE, "here")
     hub.wait_ready(ALICE, "gpu", timeout=180)
-    local_pids = processes_of(hub, "here")
+    local_pids = hub.session_processes("here")
     jobs = live_jobs(prefix)
     assert len(local_pids) == 1 and len(jobs) == 1
     assert reachable(hub, ALICE, "here") and reachable(hub, ALICE, "gpu")
@@ -135,9 +121,9 @@ def test_local_and_slurm_sessions_side_by_side_survive_a_hub_crash(
         server: Any = hub.server(ALICE, session)
         assert server is not None and server["ready"], server
         assert reachable(hub, ALICE, session)
-    assert processes_of(hub, "here") == local_pids and live_jobs(prefix) == jobs  # nothing new
+    assert hub.session_processes("here") == local_pids and live_jobs(prefix) == jobs  # nothing new
 
     for session in ("here", "gpu"):
         hub.stop_session(ALICE, session)
-    assert not processes_of(hub, "here")
+    assert not hub.session_processes("here")
     assert live_jobs(prefix) == []

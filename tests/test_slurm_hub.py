@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import json
 import os
 import secrets
 import shutil
@@ -20,7 +19,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 import pytest
@@ -172,26 +170,6 @@ def slurm_hub_factory(tmp_path: Path) -> Iterator[Any]:
     shutil.rmtree(scratch, ignore_errors=True)
 
 
-def progress_messages(
-    hub: Hub, user: str, session: str, until: str, timeout: float = 120
-) -> list[str]:
-    """Read the hub's progress event stream (as the pending page does) until a message contains
-    ``until`` (or the stream ends)."""
-    messages: list[str] = []
-    url = f"{hub.api_url}/users/{quote(user)}/servers/{quote(session)}/progress"
-    headers = {"Authorization": f"token {hub.admin_token}"}
-    with httpx.stream("GET", url, headers=headers, timeout=timeout) as response:
-        assert response.status_code == 200, response.read()
-        for line in response.iter_lines():
-            if not line.startswith("data:"):
-                continue
-            event = json.loads(line[5:])
-            messages.append(event.get("message", ""))
-            if until in messages[-1] or event.get("ready") or event.get("failed"):
-                break
-    return messages
-
-
 def failed_start(hub: Hub, user: str, session: str, options: dict[str, Any]) -> str:
     """Start a session that will fail; return what the user is told: the API's error if the
     failure is quick, else the pending page's progress stream (read while it is pending)."""
@@ -203,7 +181,7 @@ def failed_start(hub: Hub, user: str, session: str, options: dict[str, Any]) -> 
             server = hub.server(user, session)
             if server and server.get("pending") == "spawn":
                 with contextlib.suppress(AssertionError):
-                    messages = progress_messages(hub, user, session, until="Spawn failed")
+                    messages = hub.progress_messages(user, session, until="Spawn failed")
                 break
             time.sleep(0.05)
         r = post.result()
@@ -295,7 +273,7 @@ def test_queued_progress_then_hub_killed_while_queued_and_while_running(
     try:
         r = start(hub, ALICE, "llm", {"service": "jupyter", "profile": "gpu-1", "hours": 1})
         assert r.status_code == 202, r.text
-        messages = progress_messages(hub, ALICE, "llm", until="QOSMaxGRESPerUser")
+        messages = hub.progress_messages(ALICE, "llm", until="QOSMaxGRESPerUser")
         assert any(m.startswith("Submitted Slurm job") for m in messages), messages
         assert messages[-1].endswith(
             "you already use the most GPUs or other generic resources the QOS allows one user"

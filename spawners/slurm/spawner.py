@@ -23,6 +23,7 @@ import hmac
 import os
 import pwd
 import time
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
@@ -552,6 +553,10 @@ class BerthSlurmSpawner(BerthSpawner, SlurmSpawner):
         except OSError:
             return []
         return [line for line in text.splitlines() if line.strip()][-lines:]
+
+    async def progress(self) -> AsyncIterator[dict[str, Any]]:
+        async for event in self.progress_log.follow():
+            yield event
 
     # -- poll ---------------------------------------------------------------------------------
     async def poll(self) -> int | None:
