@@ -1,0 +1,475 @@
+"""One culler pass, and the extend and describe operations the API offers.
+
+A pass reads every ready server through the hub's paginated API, works out each session's
+deadlines from the catalog and the ledger, warns before a deadline (once per session and
+deadline), and ends the sessions past one. A pass that cannot read the whole list, or whose list
+took longer than ``max_data_age`` to read, decides nothing: no decision on partial or stale data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+
+from berth.hub_config.catalog import Catalog
+from berth.hub_config.units import format_duration
+
+from . import clock
+from .deadlines import (
+    HubSession,
+    SessionKey,
+    Verdict,
+    compute_deadlines,
+    judge,
+    terms_for,
+)
+from .hubclient import HubClient, HubError, HubRefused, HubUnavailable
+from .ledger import Ledger
+from .models import SessionView
+from .webhook import Webhook
+
+__all__ = [
+    "Culler",
+    "CullerError",
+    "PassReport",
+    "Requester",
+    "parse_extend_request",
+    "sessions_from_user",
+]
+
+log = logging.getLogger("berth.culler")
+
+#: Hub user names are free-form, but none has a control character or a slash.
+_USER_NAME = re.compile(r"^[^/\x00-\x1f\x7f]{1,255}$")
+_SERVER_NAME = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]{0,62})?$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: Delivery attempts for one warning before the culler stops trying.
+WEBHOOK_ATTEMPTS = 3
+
+
+class CullerError(Exception):
+    """A refusal the API shows as it is: HTTP ``status`` with ``message``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Requester:
+    """Who asks, as the hub identified them."""
+
+    name: str
+    admin: bool = False
+
+    def may_act_for(self, user: str) -> bool:
+        return self.admin or self.name == user
+
+
+@dataclass
+class PassReport:
+    """What one pass saw and did."""
+
+    started: datetime
+    finished: datetime | None = None
+    complete: bool = False
+    error: str = ""
+    sessions: int = 0
+    warned: list[str] = field(default_factory=list)
+    ended: dict[str, str] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    api_calls: int = 0
+
+    def summary(self) -> str:
+        if not self.complete:
+            return f"pass skipped: {self.error}"
+        return (
+            f"pass: {self.sessions} sessions, {len(self.warned)} warned, {len(self.ended)} ended,"
+            f" {len(self.failed)} failed, {self.api_calls} hub API calls"
+        )
+
+
+def sessions_from_user(user: Mapping[str, Any], fetched_at: datetime) -> list[HubSession]:
+    """The servers of one hub user model that have started (pending ones included)."""
+    groups = tuple(str(g) for g in user.get("groups") or ())
+    sessions = []
+    for name, server in (user.get("servers") or {}).items():
+        started = clock.parse_time(server.get("started"))
+        if started is None:
+            continue
+        sessions.append(
+            HubSession(
+                user=str(user["name"]),
+                name=str(name),
+                groups=groups,
+                started=started,
+                last_activity=clock.parse_time(server.get("last_activity")),
+                user_options=server.get("user_options") or {},
+                ready=bool(server.get("ready")),
+                pending=server.get("pending"),
+                fetched_at=fetched_at,
+            )
+        )
+    return sessions
+
+
+def _check_readable(user: Mapping[str, Any]) -> None:
+    """A user model without servers or groups means the culler's token lacks a scope."""
+    for key, scope in (("servers", "read:servers"), ("groups", "read:users:groups")):
+        if key not in user:
+            raise HubRefused(
+                403,
+                f"the hub's user list has no {key!r}: the culler's role needs the {scope} scope",
+            )
+
+
+def parse_extend_request(body: bytes) -> tuple[timedelta, str]:
+    """Read ``{"hours": 1.5, "reason": "..."}``; raise CullerError(400) saying what is wrong."""
+    try:
+        data = json.loads(body or b"null")
+    except (ValueError, UnicodeDecodeError):
+        raise CullerError(400, 'the body is not valid JSON; send {"hours": 1}') from None
+    if not isinstance(data, dict):
+        raise CullerError(400, 'the body must be a JSON object such as {"hours": 1}')
+    unknown = sorted(set(data) - {"hours", "reason"})
+    if unknown:
+        raise CullerError(
+            400, f"unknown field(s) {', '.join(map(repr, unknown))}; allowed: hours, reason"
+        )
+    if "hours" not in data:
+        raise CullerError(400, 'say how many hours to add: {"hours": 1}')
+    hours = data["hours"]
+    if isinstance(hours, bool) or not isinstance(hours, int | float) or not math.isfinite(hours):
+        raise CullerError(
+            400, f"hours must be a number such as 1 or 0.5, got {json.dumps(hours)[:40]}"
+        )
+    if hours <= 0:
+        raise CullerError(400, f"hours must be more than zero, got {hours:g}")
+    if hours > 24 * 366:
+        raise CullerError(400, f"{hours:g} hours is more than any extension cap allows")
+    amount = timedelta(minutes=round(hours * 60))
+    if amount < timedelta(minutes=1):
+        raise CullerError(400, f"extend by at least one minute (0.0167 hours), got {hours:g}")
+    reason = data.get("reason", "")
+    if not isinstance(reason, str) or len(reason) > 500 or _CONTROL.search(reason):
+        raise CullerError(400, "reason must be one line of text of at most 500 characters")
+    return amount, reason
+
+
+def check_session_id(user: str, name: str) -> None:
+    if not _USER_NAME.match(user):
+        raise CullerError(400, f"{user[:40]!r} is not a valid user name")
+    if not _SERVER_NAME.match(name):
+        raise CullerError(400, f"{name[:40]!r} is not a valid session name")
+
+
+class Culler:
+    """Decides and acts; holds the latest complete listing for the API."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        hub: HubClient,
+        ledger: Ledger,
+        *,
+        webhook: Webhook | None = None,
+        page_size: int = 200,
+        max_data_age: timedelta = timedelta(seconds=120),
+        dry_run: bool = False,
+        service_url: str = "",
+    ) -> None:
+        self.catalog = catalog
+        self.hub = hub
+        self.ledger = ledger
+        self.webhook = webhook
+        self.page_size = page_size
+        self.max_data_age = max_data_age
+        self.dry_run = dry_run
+        self.service_url = service_url.rstrip("/")
+        #: held while a decision to end or to extend one session is being made and recorded
+        self.lock = asyncio.Lock()
+        self.listing: list[HubSession] = []
+        self.listing_at: datetime | None = None
+        self.last_report: PassReport | None = None
+        self._background: set[asyncio.Task[None]] = set()
+
+    # -- reading ------------------------------------------------------------------------------
+
+    async def fetch_sessions(self) -> list[HubSession]:
+        """Every started server of every user with a ready server; raises HubError."""
+        sessions: list[HubSession] = []
+        seen: set[SessionKey] = set()
+        async for page in self.hub.ready_users(self.page_size):
+            fetched_at = clock.now()
+            for user in page:
+                _check_readable(user)
+                for session in sessions_from_user(user, fetched_at):
+                    if session.key not in seen:  # a user can move between pages
+                        seen.add(session.key)
+                        sessions.append(session)
+        return sessions
+
+    def views(self, sessions: Iterable[HubSession]) -> list[SessionView]:
+        sessions = list(sessions)
+        if not sessions:
+            return []
+        oldest = min(s.started for s in sessions)
+        extended = self.ledger.extended_since(oldest)
+        ends = self.ledger.ends_since(oldest)
+        views = []
+        for session in sessions:
+            terms = terms_for(self.catalog, session)
+            deadlines = compute_deadlines(session, terms, extended.get(session.key, timedelta(0)))
+            end = ends.get(session.key)
+            ending = end is not None and end.status != "failed"
+            views.append(SessionView(session, terms, deadlines, ending))
+        return views
+
+    # -- one pass -----------------------------------------------------------------------------
+
+    async def run_pass(self) -> PassReport:
+        """Read, decide, warn and end. Never raises for hub trouble: the report says it."""
+        calls_before = self.hub.calls.total
+        report = PassReport(started=clock.now())
+        try:
+            sessions = await self.fetch_sessions()
+        except HubError as e:
+            report.error = f"could not read the hub's server list: {e}"
+        else:
+            took = clock.now() - report.started
+            if took > self.max_data_age:
+                report.error = (
+                    f"reading the server list took {took.total_seconds():.0f}s, longer than"
+                    f" max_data_age ({self.max_data_age.total_seconds():.0f}s); no decision"
+                    " taken on data that old"
+                )
+            else:
+                self.listing, self.listing_at = sessions, report.started
+                report.sessions = len(sessions)
+                await self._decide(sessions, report)
+                report.complete = True
+        report.finished = clock.now()
+        report.api_calls = self.hub.calls.total - calls_before
+        self.last_report = report
+        if report.complete:
+            log.info("%s", report.summary())
+        else:
+            log.error("%s", report.summary())
+        return report
+
+    async def _decide(self, sessions: list[HubSession], report: PassReport) -> None:
+        views = self.views(sessions)
+        warned = self.ledger.warned_since(min(s.started for s in sessions)) if sessions else {}
+        ends: list[tuple[SessionView, Verdict]] = []
+        warnings: list[tuple[SessionView, Verdict]] = []
+        for view in views:
+            # Judge as of when the hub reported it: activity after that is not visible yet.
+            verdict = judge(view.session, view.terms, view.deadlines, view.session.fetched_at)
+            if verdict.action == "end":
+                ends.append((view, verdict))
+            elif verdict.action == "warn" and verdict.deadline is not None:
+                delivered = warned.get((view.session.key, verdict.reason or "", verdict.deadline))
+                if delivered is None or (delivered is False and self.webhook is not None):
+                    warnings.append((view, verdict))
+        await asyncio.gather(
+            *(self._end(view, verdict, report) for view, verdict in ends),
+            *(self._warn(view, verdict, report) for view, verdict in warnings),
+        )
+        self._settle_unfinished({s.key for s in sessions if s.endable})
+
+    def _settle_unfinished(self, running: set[SessionKey]) -> None:
+        """An end recorded but never confirmed, whose session is gone: the stop happened."""
+        if self.dry_run:
+            return
+        for record in self.ledger.unfinished_ends():
+            if record.status == "ending" and record.key not in running:
+                self.ledger.finish_end(
+                    record.key, "ended", "no longer running at the next pass", clock.now()
+                )
+
+    async def _end(self, view: SessionView, verdict: Verdict, report: PassReport) -> None:
+        session = view.session
+        key = session.key
+        assert verdict.reason is not None and verdict.deadline is not None
+        async with self.lock:
+            # An extension may have been granted since the pass read the ledger.
+            deadlines = compute_deadlines(session, view.terms, self.ledger.extended(key))
+            verdict = judge(session, view.terms, deadlines, session.fetched_at)
+            if verdict.action != "end" or verdict.reason is None or verdict.deadline is None:
+                return
+            if self.dry_run:
+                log.info("dry run: would end %s: %s", key.id, verdict.message)
+                report.ended[key.id] = verdict.reason
+                return
+            record = self.ledger.end_record(key)
+            if record is not None and record.status == "ended":
+                log.warning("%s was ended before and is still listed; not ending it again", key.id)
+                return
+            if record is None or record.status == "failed":
+                claimed = self.ledger.claim_end(
+                    key, verdict.reason, verdict.message, verdict.deadline, clock.now()
+                )
+                if not claimed:
+                    return
+            else:
+                log.info("%s: resuming an end decided earlier (%s)", key.id, record.reason)
+        log.info("ending %s: %s", key.id, verdict.message)
+        try:
+            code = await self.hub.stop_server(session.user, session.name)
+        except HubError as e:
+            self.ledger.finish_end(key, "failed", str(e), clock.now())
+            report.failed[key.id] = str(e)
+            log.error("could not end %s: %s", key.id, e)
+            return
+        detail = {
+            204: "stopped",
+            202: "the hub is stopping it",
+            404: "the server was already gone",
+        }.get(code, f"HTTP {code}")
+        self.ledger.finish_end(key, "ended", detail, clock.now())
+        report.ended[key.id] = verdict.reason
+        await self._notify(
+            {
+                "event": "session.ended",
+                "id": key.id,
+                "user": session.user,
+                "name": session.name,
+                "reason": verdict.reason,
+                "message": f"{key.id} was ended: {verdict.message}",
+                "deadline": clock.isoformat(verdict.deadline),
+                "at": clock.isoformat(clock.now()),
+            }
+        )
+
+    async def _warn(self, view: SessionView, verdict: Verdict, report: PassReport) -> None:
+        session = view.session
+        key = session.key
+        assert verdict.reason is not None and verdict.deadline is not None
+        message = f"{key.id}: {verdict.message}"
+        if self.dry_run:
+            report.warned.append(key.id)
+            return
+        claimed = self.ledger.claim_warning(
+            key, verdict.reason, verdict.deadline, message, clock.now()
+        )
+        if claimed:
+            report.warned.append(key.id)
+            log.info("warning %s", message)
+        if self.webhook is None:
+            return
+        if self.ledger.warning_attempts(key, verdict.reason, verdict.deadline) >= WEBHOOK_ATTEMPTS:
+            return
+        delivered = await self._notify(
+            {
+                "event": "session.warning",
+                "id": key.id,
+                "user": session.user,
+                "name": session.name,
+                "reason": verdict.reason,
+                "message": message,
+                "deadline": clock.isoformat(verdict.deadline),
+                "seconds_left": round((verdict.deadline - session.fetched_at).total_seconds()),
+                "extension_left_seconds": round(view.deadlines.extension_left.total_seconds()),
+                "extend_url": self._extend_url(key),
+                "at": clock.isoformat(clock.now()),
+            }
+        )
+        self.ledger.warning_sent(key, verdict.reason, verdict.deadline, delivered)
+
+    def _extend_url(self, key: SessionKey) -> str | None:
+        if not self.service_url:
+            return None
+        return f"{self.service_url}/api/sessions/{quote(key.user, safe='')}/{key.name}/extend"
+
+    async def _notify(self, event: dict[str, Any]) -> bool:
+        if self.webhook is None:
+            return False
+        return await self.webhook.send(event)
+
+    # -- what the API offers ------------------------------------------------------------------
+
+    async def user_sessions(self, user: str) -> list[SessionView]:
+        """One user's sessions, read from the hub now."""
+        try:
+            model = await self.hub.user(user)
+        except HubUnavailable as e:
+            raise CullerError(503, f"the hub is not answering; try again shortly ({e})") from None
+        except HubRefused as e:
+            raise CullerError(502, f"the hub refused to describe {user!r}: {e}") from None
+        if model is None:
+            return []
+        return self.views(sessions_from_user(model, clock.now()))
+
+    def all_sessions(self) -> list[SessionView]:
+        """Every session as of the last complete pass."""
+        return self.views(self.listing)
+
+    async def session(self, requester: Requester, user: str, name: str) -> SessionView:
+        check_session_id(user, name)
+        if not requester.may_act_for(user):
+            raise CullerError(403, f"{user}/{name} is not your session")
+        for view in await self.user_sessions(user):
+            if view.session.name == name:
+                return view
+        raise CullerError(404, f"{user} has no running session named {name!r}")
+
+    async def extend(
+        self, requester: Requester, user: str, name: str, amount: timedelta, reason: str
+    ) -> SessionView:
+        """Grant ``amount`` more to a session, within its policy's cap; raise CullerError."""
+        view = await self.session(requester, user, name)
+        session = view.session
+        if not session.endable:
+            what = "still starting" if session.pending == "spawn" else "not ready"
+            if session.pending == "stop":
+                what = "stopping"
+            raise CullerError(409, f"{session.key.id} is {what}; it cannot be extended now")
+        async with self.lock:
+            record = self.ledger.end_record(session.key)
+            if record is not None and record.status != "failed":
+                raise CullerError(409, f"{session.key.id} is being ended ({record.reason})")
+            cap = view.terms.policy.extension_cap
+            used = self.ledger.extended(session.key)
+            left = max(cap - used, timedelta(0))
+            if amount > cap:
+                raise CullerError(
+                    400,
+                    f"{format_duration(amount)} is more than the extension cap of"
+                    f" {format_duration(cap)} for this session",
+                )
+            if amount > left:
+                if not left:
+                    message = f"the extension cap of {format_duration(cap)} is reached"
+                else:
+                    message = (
+                        f"only {format_duration(left)} of the {format_duration(cap)} extension"
+                        f" cap is left ({format_duration(used)} used); ask for at most"
+                        f" {left.total_seconds() / 3600:.4g} hours"
+                    )
+                raise CullerError(409, f"cannot extend {session.key.id}: {message}")
+            deadlines = compute_deadlines(session, view.terms, used + amount)
+            self.ledger.add_extension(
+                session.key,
+                amount,
+                requested_by=requester.name,
+                reason=reason,
+                hard_deadline=deadlines.hard_deadline,
+                at=clock.now(),
+            )
+        log.info(
+            "%s extended %s by %s (now ends at %s)",
+            requester.name,
+            session.key.id,
+            format_duration(amount),
+            clock.isoformat(deadlines.hard_deadline),
+        )
+        return SessionView(session, view.terms, deadlines)
