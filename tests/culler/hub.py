@@ -216,13 +216,13 @@ class RealHub:
         return model["servers"].get(name)
 
     def stop_all(self) -> None:
-        status, users = self.request("GET", "/users?state=active")
+        _status, users = self.request("GET", "/users?state=active")
         for user in users or []:
             for name in user.get("servers", {}):
                 self.request("DELETE", f"/users/{user['name']}/servers/{name}")
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            status, users = self.request("GET", "/users?state=active")
+            _, users = self.request("GET", "/users?state=active")
             if not users:
                 return
             time.sleep(0.2)

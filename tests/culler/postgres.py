@@ -78,7 +78,7 @@ class PostgresServer:
                 "fsync=off",
                 "-c",
                 "max_connections=200",
-            ],  # fmt: skip
+            ],
             user=self.user,
             cwd=self.root,
             stdout=log,
