@@ -60,3 +60,6 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'ledger.sqlite'}"
     server: PostgresServer = request.getfixturevalue("postgres")
     return server.create_database(f"ledger_{next(_databases)}")
+
+
+from .livehub import api, live_hub  # noqa: E402, F401  (fixtures for the real-hub tests)

@@ -24,12 +24,21 @@ ROOT = Path(__file__).resolve().parents[2]
 ADMIN_TOKEN = "culler-test-admin-token-0123456789abcdef"
 
 SPAWNER = '''
+import asyncio
 import sys
 from jupyterhub.spawner import SimpleLocalProcessSpawner
 
 
 class TinySpawner(SimpleLocalProcessSpawner):
-    """A real process per server: Python's http.server on the port the hub picks."""
+    """A real process per server: Python's http.server on the port the hub picks.
+
+    user_options {"hang": true} makes a start that never finishes (a session stuck pending).
+    """
+
+    async def start(self):
+        if self.user_options.get("hang"):
+            await asyncio.sleep(3600)
+        return await super().start()
 
     def get_args(self):
         return [str(self.port), "--bind", "127.0.0.1"]
@@ -82,6 +91,7 @@ class RealHub:
                 c.Authenticator.allow_all = True
                 c.JupyterHub.cleanup_servers = False
                 c.JupyterHub.last_activity_interval = 3600
+                c.JupyterHub.tornado_settings = {{"slow_spawn_timeout": 0}}
                 c.JupyterHub.services = [
                     {{"name": "test-admin", "api_token": {ADMIN_TOKEN!r}}},
                 ]
@@ -90,6 +100,7 @@ class RealHub:
                       "admin:groups", "tokens", "read:roles", "list:services",
                       "read:services", "access:services"],
                       "services": ["test-admin"]}},
+                    {{"name": "admin", "services": ["test-admin"]}},
                 ]
                 """
             )
@@ -117,10 +128,11 @@ class RealHub:
             if self.process.poll() is not None:
                 raise RuntimeError(f"the hub exited:\n{self.log()}")
             try:
-                self.request("GET", "/")
-                return
+                if self.request("GET", "/")[0] == 200:
+                    return
             except (urllib.error.URLError, ConnectionError, OSError):
-                time.sleep(0.2)
+                pass
+            time.sleep(0.2)
         raise RuntimeError(f"the hub did not start:\n{self.log()}")
 
     def stop(self) -> None:
