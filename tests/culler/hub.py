@@ -48,6 +48,19 @@ class TinySpawner(SimpleLocalProcessSpawner):
 '''
 
 
+def _open(request: urllib.request.Request) -> tuple[int, Any]:
+    """Send; return (status, parsed JSON, or the text when it is not JSON)."""
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as e:
+        status, raw = e.code, e.read()
+    try:
+        return status, json.loads(raw) if raw else None
+    except ValueError:
+        return status, raw.decode(errors="replace")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -161,16 +174,7 @@ class RealHub:
             method=method,
             headers={"Authorization": f"token {token}", "Content-Type": "application/json"},
         )
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                raw = response.read()
-                return response.status, json.loads(raw) if raw else None
-        except urllib.error.HTTPError as e:
-            raw = e.read()
-            try:
-                return e.code, json.loads(raw) if raw else None
-            except ValueError:
-                return e.code, raw.decode(errors="replace")
+        return _open(request)
 
     def proxy_request(
         self, method: str, path: str, token: str, body: bytes | None = None
@@ -182,16 +186,7 @@ class RealHub:
             method=method,
             headers={"Authorization": f"token {token}", "Content-Type": "application/json"},
         )
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                raw = response.read()
-                return response.status, json.loads(raw) if raw else None
-        except urllib.error.HTTPError as e:
-            raw = e.read()
-            try:
-                return e.code, json.loads(raw)
-            except ValueError:
-                return e.code, raw.decode(errors="replace")
+        return _open(request)
 
     # -- helpers ----------------------------------------------------------------------------------
 
