@@ -196,7 +196,9 @@ class Verdict:
 
 
 def _minutes(value: timedelta) -> str:
-    return format_duration(timedelta(minutes=max(0, int(value.total_seconds() // 60))))
+    if value < timedelta(minutes=1):
+        return "less than a minute"
+    return format_duration(timedelta(minutes=int(value.total_seconds() // 60)))
 
 
 def judge(session: HubSession, terms: SessionTerms, deadlines: Deadlines, now: datetime) -> Verdict:

@@ -140,9 +140,13 @@ def _key_filter(model: Any, key: SessionKey) -> Any:
 
 
 def _on_sqlite_connect(dbapi_connection: Any, connection_record: Any) -> None:
-    # Wait for another writer (a second culler, an admin's sqlite3 shell) instead of failing.
     cursor = dbapi_connection.cursor()
+    # Wait for another writer (a second culler, an admin's sqlite3 shell) instead of failing.
     cursor.execute("PRAGMA busy_timeout = 10000")
+    # Write-ahead logging: a commit is an append, not a rewrite of the file, and readers do not
+    # block the writer. NORMAL sync keeps the file consistent after a crash of the culler.
+    cursor.execute("PRAGMA journal_mode = WAL")
+    cursor.execute("PRAGMA synchronous = NORMAL")
     cursor.close()
 
 

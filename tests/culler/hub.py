@@ -159,6 +159,13 @@ class RealHub:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(10)
         self.process = None
+        # The hub stops the proxy it started; make sure, by the pid it wrote.
+        pid_file = self.workdir / "jupyterhub-proxy.pid"
+        if pid_file.exists():
+            try:
+                os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
+            except (ValueError, ProcessLookupError):
+                pass
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-6000:]

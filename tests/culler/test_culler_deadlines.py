@@ -167,3 +167,10 @@ def test_terms_are_what_spawn_recorded() -> None:
         duration=timedelta(minutes=15),
         policy=CATALOG.policy_for(CATALOG.services["jupyter"], CATALOG.profiles["gpu"], ()),
     )
+
+
+def test_the_last_minute_is_said_in_words() -> None:
+    s = session({"service": "jupyter", "profile": "cpu", "hours": 1}, groups=("no-idle",))
+    assert verdict_at(s, at(minutes=59, seconds=30)).message == (
+        "it ends in less than a minute; you may extend it by up to 4h"
+    )
