@@ -87,15 +87,19 @@ class PassReport:
     warned: list[str] = field(default_factory=list)
     ended: dict[str, str] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
+    #: sessions not acted on because the hub's report on them had grown older than max_data_age
+    stale: list[str] = field(default_factory=list)
     api_calls: int = 0
 
     def summary(self) -> str:
-        if not self.complete:
-            return f"pass skipped: {self.error}"
-        return (
-            f"pass: {self.sessions} sessions, {len(self.warned)} warned, {len(self.ended)} ended,"
-            f" {len(self.failed)} failed, {self.api_calls} hub API calls"
+        done = (
+            f"{self.sessions} sessions, {len(self.warned)} warned, {len(self.ended)} ended,"
+            f" {len(self.failed)} failed, {len(self.stale)} not acted on (data too old),"
+            f" {self.api_calls} hub API calls"
         )
+        if not self.complete:
+            return f"pass incomplete: {self.error}; {done}"
+        return f"pass: {done}"
 
 
 def sessions_from_user(user: Mapping[str, Any], fetched_at: datetime) -> list[HubSession]:
@@ -204,20 +208,6 @@ class Culler:
 
     # -- reading ------------------------------------------------------------------------------
 
-    async def fetch_sessions(self) -> list[HubSession]:
-        """Every started server of every user with a ready server; raises HubError."""
-        sessions: list[HubSession] = []
-        seen: set[SessionKey] = set()
-        async for page in self.hub.ready_users(self.page_size):
-            fetched_at = clock.now()
-            for user in page:
-                _check_readable(user)
-                for session in sessions_from_user(user, fetched_at):
-                    if session.key not in seen:  # a user can move between pages
-                        seen.add(session.key)
-                        sessions.append(session)
-        return sessions
-
     def views(self, sessions: Iterable[HubSession]) -> list[SessionView]:
         sessions = list(sessions)
         if not sessions:
@@ -237,38 +227,65 @@ class Culler:
     # -- one pass -----------------------------------------------------------------------------
 
     async def run_pass(self) -> PassReport:
-        """Read, decide, warn and end. Never raises for hub trouble: the report says it."""
+        """Read, decide, warn and end. Never raises for hub trouble: the report says it.
+
+        Decisions start as soon as a page of the list arrives (while the next pages load), each
+        judged as of the moment its page arrived, and none acted on once its data is older than
+        ``max_data_age``. A pass that cannot read the whole list acts only on the pages it read.
+        """
         calls_before = self.hub.calls.total
         report = PassReport(started=clock.now())
+        sessions: list[HubSession] = []
+        seen: set[SessionKey] = set()
+        tasks: list[asyncio.Task[None]] = []
         try:
-            sessions = await self.fetch_sessions()
+            async for page in self.hub.ready_users(self.page_size):
+                fetched_at = clock.now()
+                fresh = []
+                for user in page:
+                    _check_readable(user)
+                    for session in sessions_from_user(user, fetched_at):
+                        if session.key not in seen:  # a user can move between pages
+                            seen.add(session.key)
+                            fresh.append(session)
+                sessions.extend(fresh)
+                tasks.append(asyncio.ensure_future(self._decide(fresh, report)))
         except HubError as e:
             report.error = f"could not read the hub's server list: {e}"
-        else:
-            took = clock.now() - report.started
-            if took > self.max_data_age:
-                report.error = (
-                    f"reading the server list took {took.total_seconds():.0f}s, longer than"
-                    f" max_data_age ({self.max_data_age.total_seconds():.0f}s); no decision"
-                    " taken on data that old"
-                )
-            else:
-                self.listing, self.listing_at = sessions, report.started
-                report.sessions = len(sessions)
-                await self._decide(sessions, report)
-                report.complete = True
+        if tasks:
+            await asyncio.gather(*tasks)
+        report.sessions = len(sessions)
+        if not report.error:
+            report.complete = True
+            self.listing, self.listing_at = sessions, report.started
+            self._settle_unfinished({s.key for s in sessions if s.endable})
         report.finished = clock.now()
         report.api_calls = self.hub.calls.total - calls_before
         self.last_report = report
-        if report.complete:
+        if report.complete and not report.stale:
             log.info("%s", report.summary())
         else:
             log.error("%s", report.summary())
         return report
 
+    def _fresh(self, session: HubSession, report: PassReport) -> bool:
+        """Whether what the hub said about ``session`` is recent enough to act on."""
+        age = clock.now() - session.fetched_at
+        if age <= self.max_data_age:
+            return True
+        report.stale.append(session.key.id)
+        log.warning(
+            "not acting on %s: the hub reported it %.0fs ago, more than max_data_age",
+            session.key.id,
+            age.total_seconds(),
+        )
+        return False
+
     async def _decide(self, sessions: list[HubSession], report: PassReport) -> None:
+        if not sessions:
+            return
         views = self.views(sessions)
-        warned = self.ledger.warned_since(min(s.started for s in sessions)) if sessions else {}
+        warned = self.ledger.warned_since(min(s.started for s in sessions))
         ends: list[tuple[SessionView, Verdict]] = []
         warnings: list[tuple[SessionView, Verdict]] = []
         for view in views:
@@ -284,7 +301,6 @@ class Culler:
             *(self._end(view, verdict, report) for view, verdict in ends),
             *(self._warn(view, verdict, report) for view, verdict in warnings),
         )
-        self._settle_unfinished({s.key for s in sessions if s.endable})
 
     def _settle_unfinished(self, running: set[SessionKey]) -> None:
         """An end recorded but never confirmed, whose session is gone: the stop happened."""
@@ -300,6 +316,8 @@ class Culler:
         session = view.session
         key = session.key
         assert verdict.reason is not None and verdict.deadline is not None
+        if not self._fresh(session, report):
+            return
         async with self.lock:
             # An extension may have been granted since the pass read the ledger.
             deadlines = compute_deadlines(session, view.terms, self.ledger.extended(key))
@@ -355,6 +373,8 @@ class Culler:
         key = session.key
         assert verdict.reason is not None and verdict.deadline is not None
         message = f"{key.id}: {verdict.message}"
+        if not self._fresh(session, report):
+            return
         if self.dry_run:
             report.warned.append(key.id)
             return

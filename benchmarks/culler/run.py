@@ -326,6 +326,8 @@ def measure(
 
 
 def main() -> None:
+    # Stopped with SIGTERM: still run the finally blocks (stop PostgreSQL, the hub).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="2000,10000")
     parser.add_argument("--repeats", type=int, default=3)
