@@ -229,35 +229,32 @@ class Culler:
     async def run_pass(self) -> PassReport:
         """Read, decide, warn and end. Never raises for hub trouble: the report says it.
 
-        Decisions start as soon as a page of the list arrives (while the next pages load), each
-        judged as of the moment its page arrived, and none acted on once its data is older than
-        ``max_data_age``. A pass that cannot read the whole list acts only on the pages it read.
+        The whole list is read first (the pages after the first concurrently), then each session
+        is judged as of the moment its page arrived, and none is acted on once what the hub said
+        about it is older than ``max_data_age``. A pass that cannot read the whole list decides
+        nothing. (Stopping servers while still paging would shift the hub's offsets and skip
+        users.)
         """
         calls_before = self.hub.calls.total
         report = PassReport(started=clock.now())
         sessions: list[HubSession] = []
         seen: set[SessionKey] = set()
-        tasks: list[asyncio.Task[None]] = []
         try:
             async for page in self.hub.ready_users(self.page_size):
                 fetched_at = clock.now()
-                fresh = []
                 for user in page:
                     _check_readable(user)
                     for session in sessions_from_user(user, fetched_at):
                         if session.key not in seen:  # a user can move between pages
                             seen.add(session.key)
-                            fresh.append(session)
-                sessions.extend(fresh)
-                tasks.append(asyncio.ensure_future(self._decide(fresh, report)))
+                            sessions.append(session)
         except HubError as e:
-            report.error = f"could not read the hub's server list: {e}"
-        if tasks:
-            await asyncio.gather(*tasks)
-        report.sessions = len(sessions)
-        if not report.error:
+            report.error = f"could not read the hub's server list: {e}; nothing decided"
+        else:
             report.complete = True
+            report.sessions = len(sessions)
             self.listing, self.listing_at = sessions, report.started
+            await self._decide(sessions, report)
             self._settle_unfinished({s.key for s in sessions if s.endable})
         report.finished = clock.now()
         report.api_calls = self.hub.calls.total - calls_before

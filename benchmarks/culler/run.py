@@ -169,10 +169,12 @@ class Hub:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+    def wait_started(self) -> None:
         deadline = time.monotonic() + 900
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError((workdir / "hub.log").read_text()[-4000:])
+                raise RuntimeError((self.workdir / "hub.log").read_text()[-4000:])
             try:
                 if self.get("/")[0] == 200:
                     return
@@ -298,6 +300,7 @@ def measure(
     started = time.perf_counter()
     hub = Hub(workdir, db_url)
     try:
+        hub.wait_started()
         hub.wait_all_ready(users)
         startup = time.perf_counter() - started
         before_ready = hub.ready_servers()
