@@ -121,10 +121,6 @@ class SessionHandler(_ApiHandler):
 
 
 class ExtendHandler(_ApiHandler):
-    def check_xsrf_cookie(self) -> None:
-        # Token requests need no XSRF check; cookie requests get the hub's own check.
-        super().check_xsrf_cookie()
-
     async def post(self, user: str, name: str) -> None:
         requester = self.requester()
         check_session_id(user, name)
