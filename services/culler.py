@@ -24,6 +24,7 @@ from berth.hub_config.units import format_duration
 
 from . import clock
 from .deadlines import (
+    EndReason,
     HubSession,
     SessionKey,
     Verdict,
@@ -32,7 +33,7 @@ from .deadlines import (
     terms_for,
 )
 from .hubclient import HubClient, HubError, HubRefused, HubUnavailable
-from .ledger import Ledger
+from .ledger import EndRecord, EndStatus, Ledger
 from .models import SessionView
 from .webhook import Webhook
 
@@ -204,7 +205,8 @@ class Culler:
         self.listing: list[HubSession] = []
         self.listing_at: datetime | None = None
         self.last_report: PassReport | None = None
-        self._background: set[asyncio.Task[None]] = set()
+        #: counts extensions granted, so a pass knows whether its ledger reading is still current
+        self._extension_serial = 0
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -281,8 +283,11 @@ class Culler:
     async def _decide(self, sessions: list[HubSession], report: PassReport) -> None:
         if not sessions:
             return
+        serial = self._extension_serial
         views = self.views(sessions)
-        warned = self.ledger.warned_since(min(s.started for s in sessions))
+        oldest = min(s.started for s in sessions)
+        warned = self.ledger.warned_since(oldest)
+        known_ends = self.ledger.ends_since(oldest)
         ends: list[tuple[SessionView, Verdict]] = []
         warnings: list[tuple[SessionView, Verdict]] = []
         for view in views:
@@ -294,76 +299,105 @@ class Culler:
                 delivered = warned.get((view.session.key, verdict.reason or "", verdict.deadline))
                 if delivered is None or (delivered is False and self.webhook is not None):
                     warnings.append((view, verdict))
-        await asyncio.gather(
-            *(self._end(view, verdict, report) for view, verdict in ends),
+        to_stop = await self._claim_ends(ends, known_ends, serial, report)
+        outcomes = await asyncio.gather(
+            *(self._stop(view, verdict, report) for view, verdict in to_stop),
             *(self._warn(view, verdict, report) for view, verdict in warnings),
         )
+        finished = [outcome for outcome in outcomes if outcome is not None]
+        if finished:
+            self.ledger.finish_ends(finished, clock.now())
+        for view, verdict in to_stop:
+            key = view.session.key
+            if key.id in report.ended:
+                await self._notify(
+                    {
+                        "event": "session.ended",
+                        "id": key.id,
+                        "user": key.user,
+                        "name": key.name,
+                        "reason": verdict.reason,
+                        "message": f"{key.id} was ended: {verdict.message}",
+                        "deadline": clock.isoformat(verdict.deadline),
+                        "at": clock.isoformat(clock.now()),
+                    }
+                )
+
+    async def _claim_ends(
+        self,
+        ends: list[tuple[SessionView, Verdict]],
+        known: Mapping[SessionKey, EndRecord],
+        serial: int,
+        report: PassReport,
+    ) -> list[tuple[SessionView, Verdict]]:
+        """Record the ends about to happen, in one transaction, before stopping anything."""
+        ends = [(view, verdict) for view, verdict in ends if self._fresh(view.session, report)]
+        if not ends:
+            return []
+        async with self.lock:
+            if serial != self._extension_serial:
+                # An extension was granted since the pass read the ledger: judge again.
+                rejudged = []
+                for view, _ in ends:
+                    extended = self.ledger.extended(view.session.key)
+                    deadlines = compute_deadlines(view.session, view.terms, extended)
+                    verdict = judge(view.session, view.terms, deadlines, view.session.fetched_at)
+                    if verdict.action == "end":
+                        rejudged.append((view, verdict))
+                ends = rejudged
+            if self.dry_run:
+                for view, verdict in ends:
+                    log.info("dry run: would end %s: %s", view.session.key.id, verdict.message)
+                    report.ended[view.session.key.id] = verdict.reason or ""
+                return []
+            to_stop: list[tuple[SessionView, Verdict]] = []
+            claims: list[tuple[SessionKey, EndReason, str, datetime]] = []
+            for view, verdict in ends:
+                assert verdict.reason is not None and verdict.deadline is not None
+                key = view.session.key
+                record = known.get(key)
+                if record is not None and record.status == "ended":
+                    log.warning("%s was ended before and is still listed; not again", key.id)
+                elif record is not None and record.status == "ending":
+                    log.info("%s: finishing an end decided earlier (%s)", key.id, record.reason)
+                    to_stop.append((view, verdict))
+                else:
+                    claims.append((key, verdict.reason, verdict.message, verdict.deadline))
+            claimed = self.ledger.claim_ends(claims, clock.now())
+            to_stop.extend((v, vd) for v, vd in ends if v.session.key in claimed)
+        return to_stop
 
     def _settle_unfinished(self, running: set[SessionKey]) -> None:
         """An end recorded but never confirmed, whose session is gone: the stop happened."""
         if self.dry_run:
             return
-        for record in self.ledger.unfinished_ends():
-            if record.status == "ending" and record.key not in running:
-                self.ledger.finish_end(
-                    record.key, "ended", "no longer running at the next pass", clock.now()
-                )
+        gone = [
+            (record.key, "ended", "no longer running at the next pass")
+            for record in self.ledger.unfinished_ends()
+            if record.status == "ending" and record.key not in running
+        ]
+        if gone:
+            self.ledger.finish_ends(gone, clock.now())  # type: ignore[arg-type]
 
-    async def _end(self, view: SessionView, verdict: Verdict, report: PassReport) -> None:
+    async def _stop(
+        self, view: SessionView, verdict: Verdict, report: PassReport
+    ) -> tuple[SessionKey, EndStatus, str]:
         session = view.session
         key = session.key
-        assert verdict.reason is not None and verdict.deadline is not None
-        if not self._fresh(session, report):
-            return
-        async with self.lock:
-            # An extension may have been granted since the pass read the ledger.
-            deadlines = compute_deadlines(session, view.terms, self.ledger.extended(key))
-            verdict = judge(session, view.terms, deadlines, session.fetched_at)
-            if verdict.action != "end" or verdict.reason is None or verdict.deadline is None:
-                return
-            if self.dry_run:
-                log.info("dry run: would end %s: %s", key.id, verdict.message)
-                report.ended[key.id] = verdict.reason
-                return
-            record = self.ledger.end_record(key)
-            if record is not None and record.status == "ended":
-                log.warning("%s was ended before and is still listed; not ending it again", key.id)
-                return
-            if record is None or record.status == "failed":
-                claimed = self.ledger.claim_end(
-                    key, verdict.reason, verdict.message, verdict.deadline, clock.now()
-                )
-                if not claimed:
-                    return
-            else:
-                log.info("%s: resuming an end decided earlier (%s)", key.id, record.reason)
         log.info("ending %s: %s", key.id, verdict.message)
         try:
             code = await self.hub.stop_server(session.user, session.name)
         except HubError as e:
-            self.ledger.finish_end(key, "failed", str(e), clock.now())
             report.failed[key.id] = str(e)
             log.error("could not end %s: %s", key.id, e)
-            return
+            return key, "failed", str(e)
+        report.ended[key.id] = verdict.reason or ""
         detail = {
             204: "stopped",
             202: "the hub is stopping it",
             404: "the server was already gone",
         }.get(code, f"HTTP {code}")
-        self.ledger.finish_end(key, "ended", detail, clock.now())
-        report.ended[key.id] = verdict.reason
-        await self._notify(
-            {
-                "event": "session.ended",
-                "id": key.id,
-                "user": session.user,
-                "name": session.name,
-                "reason": verdict.reason,
-                "message": f"{key.id} was ended: {verdict.message}",
-                "deadline": clock.isoformat(verdict.deadline),
-                "at": clock.isoformat(clock.now()),
-            }
-        )
+        return key, "ended", detail
 
     async def _warn(self, view: SessionView, verdict: Verdict, report: PassReport) -> None:
         session = view.session
@@ -474,6 +508,7 @@ class Culler:
                     )
                 raise CullerError(409, f"cannot extend {session.key.id}: {message}")
             deadlines = compute_deadlines(session, view.terms, used + amount)
+            self._extension_serial += 1
             self.ledger.add_extension(
                 session.key,
                 amount,

@@ -26,6 +26,7 @@ from sqlalchemy import (
     event,
     func,
     select,
+    update,
 )
 from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.exc import IntegrityError
@@ -280,6 +281,65 @@ class Ledger:
         except IntegrityError:
             # Another culler process recorded it between our read and our write.
             return False
+
+    def claim_ends(
+        self, claims: list[tuple[SessionKey, EndReason, str, datetime]], at: datetime
+    ) -> set[SessionKey]:
+        """:meth:`claim_end` for many sessions in one transaction; returns those claimed."""
+        if not claims:
+            return set()
+        keys = {key for key, *_ in claims}
+        try:
+            with self._session() as db:
+                users = sorted({key.user for key in keys})
+                rows = {
+                    SessionKey(r.user, r.server, r.started): r
+                    for r in db.scalars(select(_End).where(_End.user.in_(users)).with_for_update())
+                    if SessionKey(r.user, r.server, r.started) in keys
+                }
+                claimed = set()
+                for key, reason, message, deadline in claims:
+                    row = rows.get(key)
+                    if row is None:
+                        db.add(
+                            _End(
+                                user=key.user,
+                                server=key.name,
+                                started=key.started,
+                                reason=reason,
+                                message=message,
+                                deadline=deadline,
+                                status="ending",
+                                detail="",
+                                attempts=1,
+                                created=at,
+                                updated=at,
+                            )
+                        )
+                        claimed.add(key)
+                    elif row.status == "failed":
+                        row.status, row.reason, row.message = "ending", reason, message
+                        row.deadline, row.updated = deadline, at
+                        row.attempts += 1
+                        claimed.add(key)
+                return claimed
+        except IntegrityError:
+            # Another culler recorded some of them meanwhile: claim one by one.
+            return {
+                key
+                for key, reason, message, deadline in claims
+                if self.claim_end(key, reason, message, deadline, at)
+            }
+
+    def finish_ends(self, outcomes: list[tuple[SessionKey, EndStatus, str]], at: datetime) -> None:
+        """Record how the stops went, in one transaction."""
+        with self._session() as db:
+            for key, status, detail in outcomes:
+                db.execute(
+                    update(_End)
+                    .where(_key_filter(_End, key))
+                    .values(status=status, detail=detail[:2000], updated=at)
+                )
 
     def finish_end(self, key: SessionKey, status: EndStatus, detail: str, at: datetime) -> None:
         with self._session() as db:

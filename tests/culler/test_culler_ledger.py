@@ -140,3 +140,21 @@ def test_the_postgres_ledger_is_on_a_real_postgres_server(postgres: PostgresServ
     assert version.startswith("PostgreSQL ")
     assert {"berth_culler_extensions", "berth_culler_ends", "berth_culler_warnings"} <= set(tables)
     ledger.close()
+
+
+def test_ends_are_claimed_and_finished_in_batches_once(db_url: str) -> None:
+    ledger = Ledger(db_url)
+    bob = SessionKey("bob", "nb", T0)
+    failed = SessionKey("carol", "nb", T0)
+    at = T0 + timedelta(hours=2)
+    assert ledger.claim_end(KEY, "idle", "idle", at, at) is True  # claimed by an earlier pass
+    assert ledger.claim_end(failed, "idle", "idle", at, at) is True
+    ledger.finish_end(failed, "failed", "HTTP 503", at)
+    claims = [(k, "duration", "2h", at) for k in (KEY, bob, failed)]
+    assert ledger.claim_ends(claims, at) == {bob, failed}  # type: ignore[arg-type]
+    assert ledger.claim_ends(claims, at) == set()  # type: ignore[arg-type]
+    ledger.finish_ends([(bob, "ended", "stopped"), (failed, "ended", "HTTP 202")], at)
+    assert ledger.end_record(bob) == EndRecord(bob, "duration", "ended", 1)
+    assert ledger.end_record(failed) == EndRecord(failed, "duration", "ended", 2)
+    assert ledger.unfinished_ends() == [EndRecord(KEY, "idle", "ending", 1)]
+    ledger.close()
