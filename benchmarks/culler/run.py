@@ -340,8 +340,11 @@ def main() -> None:
         "--repeats-large", type=int, default=1, help="repeats for sizes above 5,000 users"
     )
     parser.add_argument("--tmp", default=None, help="where the hub's files (and sqlite) live")
+    parser.add_argument(
+        "--contenders", default="idle-culler page=50,idle-culler page=200,berth-culler"
+    )
     args = parser.parse_args()
-    contenders = ["idle-culler page=50", "idle-culler page=200", "berth-culler"]
+    contenders = args.contenders.split(",")
     pg = None
     results = []
     global ANSWER_PORT
