@@ -14,6 +14,10 @@ from typing import Literal
 
 __all__ = [
     "BACKENDS",
+    "INPUT_TYPES",
+    "PREFIX_MODES",
+    "SERVICE_KINDS",
+    "TRANSPORTS",
     "Backend",
     "Catalog",
     "InputSpec",
@@ -38,6 +42,10 @@ PrefixMode = Literal["strip", "keep"]
 Transport = Literal["tcp", "unix"]
 InputType = Literal["string", "integer", "number", "boolean", "choice"]
 InputValue = str | int | float | bool
+INPUT_TYPES: tuple[InputType, ...] = ("string", "integer", "number", "boolean", "choice")
+SERVICE_KINDS: tuple[ServiceKind, ...] = ("jupyter", "gated")
+PREFIX_MODES: tuple[PrefixMode, ...] = ("strip", "keep")
+TRANSPORTS: tuple[Transport, ...] = ("tcp", "unix")
 
 
 @dataclass(frozen=True)
@@ -51,7 +59,19 @@ class Policy:
     warn_before: timedelta = timedelta(minutes=15)
 
     def with_overrides(self, override: PolicyOverride) -> Policy:
-        merged = dataclasses.replace(self, **dict(override.values))
+        values = override.values
+
+        def pick(name: str, current: timedelta) -> timedelta:
+            value = values.get(name)
+            return value if value is not None else current
+
+        merged = Policy(
+            idle_timeout=values["idle_timeout"] if "idle_timeout" in values else self.idle_timeout,
+            max_duration=pick("max_duration", self.max_duration),
+            default_duration=pick("default_duration", self.default_duration),
+            extension_cap=pick("extension_cap", self.extension_cap),
+            warn_before=pick("warn_before", self.warn_before),
+        )
         if merged.default_duration > merged.max_duration:
             merged = dataclasses.replace(merged, default_duration=merged.max_duration)
         return merged

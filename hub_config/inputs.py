@@ -37,7 +37,9 @@ def check_input(spec: InputSpec, value: object) -> InputValue:
     if spec.type in ("integer", "number"):
         integer = spec.type == "integer"
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise InputError(f"expected {'a whole number' if integer else 'a number'}, got {_show(value)}")
+            raise InputError(
+                f"expected {'a whole number' if integer else 'a number'}, got {_show(value)}"
+            )
         if integer and not isinstance(value, int):
             raise InputError(f"expected a whole number, got {_show(value)}")
         if isinstance(value, float) and not math.isfinite(value):

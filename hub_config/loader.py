@@ -23,6 +23,10 @@ import yaml
 
 from .catalog import (
     BACKENDS,
+    INPUT_TYPES,
+    PREFIX_MODES,
+    SERVICE_KINDS,
+    TRANSPORTS,
     Backend,
     Catalog,
     InputSpec,
@@ -115,7 +119,8 @@ class _Reader:
     def error(self, path: str, message: str) -> None:
         probe = path
         while probe and probe not in self.lines:
-            probe = _PARENT.sub("", probe)
+            parent = _PARENT.sub("", probe)
+            probe = "" if parent == probe else parent
         self.issues.append(CatalogIssue(path, message, self.lines.get(probe)))
 
     # -- containers -----------------------------------------------------------------------------
@@ -209,11 +214,9 @@ class _Reader:
 
     def choice(self, value: object, path: str, choices: tuple[T, ...]) -> T | None:
         if value not in choices:
-            self.error(
-                path, f"{_show(value)} is not one of: {', '.join(str(c) for c in choices)}"
-            )
+            self.error(path, f"{_show(value)} is not one of: {', '.join(str(c) for c in choices)}")
             return None
-        return cast(T, value)
+        return next(choice for choice in choices if choice == value)
 
     def boolean(self, value: object, path: str) -> bool | None:
         if not isinstance(value, bool):
@@ -319,11 +322,7 @@ def _input(reader: _Reader, name: str, value: object, path: str) -> InputSpec | 
     if data is None:
         return None
     before = len(reader.issues)
-    input_type = reader.choice(
-        data.get("type", "string"),
-        _path(path, "type"),
-        ("string", "integer", "number", "boolean", "choice"),
-    )
+    input_type = reader.choice(data.get("type", "string"), _path(path, "type"), INPUT_TYPES)
     pattern = data.get("pattern")
     if pattern is not None:
         pattern = reader.text(pattern, _path(path, "pattern"))
@@ -331,7 +330,9 @@ def _input(reader: _Reader, name: str, value: object, path: str) -> InputSpec | 
             try:
                 re.compile(pattern)
             except re.error as e:
-                reader.error(_path(path, "pattern"), f"{_show(pattern)} is not a regular expression: {e}")
+                reader.error(
+                    _path(path, "pattern"), f"{_show(pattern)} is not a regular expression: {e}"
+                )
     max_length = reader.number(
         data.get("max_length", 256), _path(path, "max_length"), 1, 4096, integer=True
     )
@@ -373,7 +374,9 @@ def _input(reader: _Reader, name: str, value: object, path: str) -> InputSpec | 
     return spec
 
 
-def _profile(reader: _Reader, name: str, value: object, path: str, backend: Backend) -> Profile | None:
+def _profile(
+    reader: _Reader, name: str, value: object, path: str, backend: Backend
+) -> Profile | None:
     keys = (
         "display_name", "description", "cpus", "memory", "gpus", "gpu_type", "backend", "slurm",
         "kubernetes", "policy", "allowed_groups",
@@ -405,7 +408,9 @@ def _profile(reader: _Reader, name: str, value: object, path: str, backend: Back
                 if key == "constraint"
                 else (_SCHEDULER_NAME, "use letters, digits, '_', '.', ':', '+', '-'")
             )
-            slurm_values[key] = reader.text(slurm_data[key], _path(slurm_path, key), pattern, allowed)
+            slurm_values[key] = reader.text(
+                slurm_data[key], _path(slurm_path, key), pattern, allowed
+            )
 
     kube_path = _path(path, "kubernetes")
     kube_keys = ("node_selector", "tolerations", "affinity", "gpu_resource", "image")
@@ -442,7 +447,8 @@ def _profile(reader: _Reader, name: str, value: object, path: str, backend: Back
     gpu_text = f", {int(gpus or 0)} x {gpu_type or 'GPU'}" if gpus else ""
     return Profile(
         name=name,
-        display_name=reader.text(data.get("display_name", name), _path(path, "display_name")) or name,
+        display_name=reader.text(data.get("display_name", name), _path(path, "display_name"))
+        or name,
         description=reader.text(data.get("description", ""), _path(path, "description"))
         or cpu_text + gpu_text,
         cpus=cpus,
@@ -475,7 +481,7 @@ def _service(
     if data is None:
         return None
     before = len(reader.issues)
-    kind = reader.choice(data.get("kind"), _path(path, "kind"), ("jupyter", "gated"))
+    kind = reader.choice(data.get("kind"), _path(path, "kind"), SERVICE_KINDS)
 
     inputs: list[InputSpec] = []
     inputs_path = _path(path, "inputs")
@@ -490,11 +496,11 @@ def _service(
         known = known | RUNTIME_NAMES
 
     command_path = _path(path, "command")
-    raw_command = data.get("command", ["jupyterhub-singleuser"] if kind == "jupyter" else None)
+    raw_command = data.get("command", ["jupyterhub-singleuser"] if kind != "gated" else None)
     if raw_command is None:
         reader.error(path, "'command' is required for a gated service")
         raw_command = []
-    if not isinstance(raw_command, list) or not raw_command:
+    elif not isinstance(raw_command, list) or not raw_command:
         reader.error(command_path, "expected a non-empty list of arguments (no shell is used)")
         raw_command = []
     command = []
@@ -508,7 +514,7 @@ def _service(
             f"a jupyter service runs jupyterhub-singleuser, not {_show(command[0])};"
             " use kind: gated for other programs",
         )
-    transport = reader.choice(data.get("transport", "tcp"), _path(path, "transport"), ("tcp", "unix"))
+    transport = reader.choice(data.get("transport", "tcp"), _path(path, "transport"), TRANSPORTS)
     env_path = _path(path, "environment")
     environment: dict[str, str] = {}
     env_data = data.get("environment") or {}
@@ -517,7 +523,9 @@ def _service(
         env_data = {}
     for env_name, env_value in env_data.items():
         if not isinstance(env_name, str) or not _ENV_NAME.match(env_name):
-            reader.error(_path(env_path, str(env_name)), f"{_show(env_name)} is not a variable name")
+            reader.error(
+                _path(env_path, str(env_name)), f"{_show(env_name)} is not a variable name"
+            )
             continue
         checked = reader.template(env_value, _path(env_path, env_name), known)
         if checked is not None:
@@ -534,12 +542,14 @@ def _service(
             )
 
     allowed_paths = "use an absolute URL path such as /lab or /health"
-    url_path = reader.text(data.get("url_path", "/"), _path(path, "url_path"), _URL_PATH, allowed_paths)
+    url_path = reader.text(
+        data.get("url_path", "/"), _path(path, "url_path"), _URL_PATH, allowed_paths
+    )
     readiness_path = reader.text(
         data.get("readiness_path", "/"), _path(path, "readiness_path"), _URL_PATH, allowed_paths
     )
     ready_timeout = reader.duration(data.get("ready_timeout", "5m"), _path(path, "ready_timeout"))
-    prefix = reader.choice(data.get("prefix", "strip"), _path(path, "prefix"), ("strip", "keep"))
+    prefix = reader.choice(data.get("prefix", "strip"), _path(path, "prefix"), PREFIX_MODES)
 
     profiles_path = _path(path, "profiles")
 
@@ -568,7 +578,8 @@ def _service(
         return None
     return ServiceType(
         name=name,
-        display_name=reader.text(data.get("display_name", name), _path(path, "display_name")) or name,
+        display_name=reader.text(data.get("display_name", name), _path(path, "display_name"))
+        or name,
         description=reader.text(data.get("description", ""), _path(path, "description")) or "",
         kind=kind,
         command=tuple(command),
@@ -585,15 +596,6 @@ def _service(
         policy=policy,
         allowed_groups=groups,
     )
-
-
-def _check_policy(reader: _Reader, policy: Policy, path: str) -> None:
-    if policy.default_duration > policy.max_duration:
-        reader.error(
-            _path(path, "default_duration"),
-            f"{format_duration(policy.default_duration)} is longer than max_duration"
-            f" ({format_duration(policy.max_duration)})",
-        )
 
 
 # -- YAML with line numbers -----------------------------------------------------------------------
@@ -616,7 +618,7 @@ def _line_map(node: yaml.Node, path: str, lines: dict[str, int], reader: _Reader
             _line_map(item, _path(path, index), lines, reader)
 
 
-def parse_catalog(text: str, source: str = "berth.yaml") -> Catalog:
+def parse_catalog(text: str, source: str = "berth.yaml", *, with_lines: bool = True) -> Catalog:
     """Parse and check catalog text; raise :class:`CatalogError` listing every problem."""
     reader = _Reader({})
     try:
@@ -628,9 +630,11 @@ def parse_catalog(text: str, source: str = "berth.yaml") -> Catalog:
         problem = getattr(e, "problem", None) or str(e)
         raise CatalogError(source, [CatalogIssue("", f"not valid YAML: {problem}", line)]) from None
     lines: dict[str, int] = {}
+    reader.lines = lines
     if node is not None:
         _line_map(node, "", lines, reader)
-    reader.lines = lines
+    if not with_lines:
+        lines.clear()
     return _build(reader, data, source)
 
 
@@ -646,12 +650,20 @@ def _build(reader: _Reader, data: object, source: str) -> Catalog:
     if top is None:
         raise CatalogError(source, reader.issues)
     if "version" in top and top["version"] != 1:
-        reader.error("version", f"{_show(top['version'])} is not a catalog version Berth reads; use 1")
+        reader.error(
+            "version", f"{_show(top['version'])} is not a catalog version Berth reads; use 1"
+        )
     backend = reader.choice(top.get("backend", "local"), "backend", BACKENDS) or "local"
 
     policy_override = _policy_override(reader, top.get("policy"), "policy")
-    policy = dataclasses.replace(Policy(), **dict(policy_override.values))
-    _check_policy(reader, policy, "policy")
+    policy = Policy().with_overrides(policy_override)
+    chosen_default = policy_override.values.get("default_duration")
+    if chosen_default is not None and chosen_default > policy.max_duration:
+        reader.error(
+            "policy.default_duration",
+            f"{format_duration(chosen_default)} is longer than max_duration"
+            f" ({format_duration(policy.max_duration)})",
+        )
 
     group_policies: dict[str, PolicyOverride] = {}
     groups = reader.mapping(top.get("groups"), "groups", tuple(top.get("groups") or {})) or {}
@@ -691,7 +703,7 @@ def _build(reader: _Reader, data: object, source: str) -> Catalog:
 def catalog_from_dict(data: Mapping[str, Any], source: str = "c.BerthSpawner.catalog") -> Catalog:
     """Check a catalog given as a Python mapping (plain traitlets config)."""
     text = yaml.safe_dump(dict(data), sort_keys=False)
-    return parse_catalog(text, source)
+    return parse_catalog(text, source, with_lines=False)
 
 
 def load_catalog(path: str | os.PathLike[str]) -> Catalog:
@@ -700,7 +712,9 @@ def load_catalog(path: str | os.PathLike[str]) -> Catalog:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
-        raise CatalogError(str(path), [CatalogIssue("", f"cannot read the catalog: {e.strerror}")]) from None
+        raise CatalogError(
+            str(path), [CatalogIssue("", f"cannot read the catalog: {e.strerror}")]
+        ) from None
     except UnicodeDecodeError:
         raise CatalogError(str(path), [CatalogIssue("", "the catalog is not UTF-8 text")]) from None
     return parse_catalog(text, str(path))

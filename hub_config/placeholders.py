@@ -27,8 +27,9 @@ __all__ = [
 ]
 
 INPUT_PREFIX = "input."
-#: Known only where the service runs; berth-gate fills them.
-RUNTIME_NAMES = frozenset({"port", "unix_socket", "base_url"})
+#: Known only where the service runs; berth-gate fills them. ``os_user`` is the account the
+#: service runs as there (not the hub user's name, which may not be an account at all).
+RUNTIME_NAMES = frozenset({"port", "unix_socket", "base_url", "os_user"})
 #: Known when the session is chosen; the spawner fills them.
 RESOURCE_NAMES = frozenset({"cpus", "memory_mb", "gpus", "hours", "user", "session"})
 
@@ -55,7 +56,8 @@ def names_in(template: str) -> list[str]:
             )
         if not _NAME.match(name):
             raise PlaceholderError(
-                f"'{{{name}}}' is not a placeholder name; names look like {{port}} or {{input.model}}"
+                f"'{{{name}}}' is not a placeholder name;"
+                " names look like {port} or {input.model}"
             )
         names.append(name)
     return names

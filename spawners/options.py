@@ -18,11 +18,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from tornado import web
-
 from berth.hub_config.catalog import Catalog, InputValue, Policy, Profile, ServiceType
 from berth.hub_config.inputs import InputError, check_input, coerce_form_value
 from berth.hub_config.units import format_duration
+from tornado import web
 
 __all__ = [
     "SESSION_NAME_PATTERN",
@@ -36,8 +35,9 @@ __all__ = [
 ]
 
 USER_OPTION_KEYS = ("service", "profile", "hours", "inputs")
-#: Session (named server) names: they appear in URLs, job names and pod names.
-SESSION_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+#: Session (named server) names: they appear in URLs, job names and pod names. The same rule as
+#: JupyterHub 6's "safe slug" for new server names, so the CLI can check before asking the hub.
+SESSION_NAME_PATTERN = re.compile(r"^(?=.{1,30}$)[a-z][a-z0-9]*(?:-[a-z0-9]+)*$")
 _MAX_TEXT = 200
 
 
@@ -88,8 +88,8 @@ def check_session_name(name: str) -> None:
     """Refuse session names that are not safe in URLs, job names and labels."""
     if name and not SESSION_NAME_PATTERN.match(name):
         raise OptionsError(
-            f"{_show(name)} is not a valid session name; use up to 63 letters, digits, '.', '_'"
-            " and '-', starting with a letter or digit"
+            f"{_show(name)} is not a valid session name; use 1-30 lower-case letters, digits and"
+            " single '-', starting with a letter (e.g. llm-1)"
         )
 
 
@@ -152,9 +152,7 @@ def _pick_inputs(service: ServiceType, raw: object) -> dict[str, InputValue]:
     known = ", ".join(spec.name for spec in service.inputs) or "none"
     for key in raw:
         if service.input(key) is None:
-            raise OptionsError(
-                f"{service.name} has no input {_show(key)}; its inputs are: {known}"
-            )
+            raise OptionsError(f"{service.name} has no input {_show(key)}; its inputs are: {known}")
     values: dict[str, InputValue] = {}
     for spec in service.inputs:
         if spec.name in raw and raw[spec.name] is not None:
@@ -236,7 +234,9 @@ def options_from_form(catalog: Catalog, formdata: Mapping[str, list[Any]]) -> di
         try:
             options["hours"] = float(hours)
         except ValueError:
-            raise OptionsError(f"hours must be a number such as 2 or 0.5, got {_show(hours)}") from None
+            raise OptionsError(
+                f"hours must be a number such as 2 or 0.5, got {_show(hours)}"
+            ) from None
     if service is None:
         return options
     inputs: dict[str, InputValue] = {}

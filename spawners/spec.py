@@ -102,6 +102,7 @@ def build_launch_spec(selection: Selection, user: str, session: str) -> LaunchSp
         "session": session,
     }
     values.update({INPUT_PREFIX + k: _input_text(v) for k, v in selection.inputs.items()})
+
     def runtime(template: str) -> bool:
         return any(name in RUNTIME_NAMES for name in names_in(template))
 
