@@ -177,8 +177,10 @@ class CullerApp(Application):
 
     public_url = Unicode(
         "",
-        help="""The hub's public URL (https://hub.example.org), used to give webhook receivers a
-        full link to the extend API. Default: $JUPYTERHUB_PUBLIC_URL or none.""",
+        help="""The culler's own public URL (https://hub.example.org/services/berth-culler/),
+        used to give webhook receivers a full link to the extend API. Default:
+        $JUPYTERHUB_PUBLIC_URL, which the hub sets when JupyterHub.public_url is configured;
+        none otherwise.""",
     ).tag(config=True)
 
     @default("public_url")
@@ -217,9 +219,7 @@ class CullerApp(Application):
             webhook = Webhook(
                 self.webhook_url, secret=self.webhook_secret, timeout=self.webhook_timeout
             )
-        service_url = ""
-        if self.public_url:
-            service_url = self.public_url.rstrip("/") + self.service_prefix.rstrip("/")
+        service_url = self.public_url.rstrip("/")
         culler = Culler(
             catalog,
             hub,
@@ -255,6 +255,9 @@ class CullerApp(Application):
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stop.set)
+            if os.environ.get("JUPYTERHUB_SERVICE_NAME"):
+                # Started by the hub: end with it, even if it died without stopping us.
+                self._watchdog = asyncio.ensure_future(self._watch_parent(stop))
             while not stop.is_set():
                 began = clock.now()
                 await culler.run_pass()
@@ -270,6 +273,18 @@ class CullerApp(Application):
             if webhook is not None:
                 webhook.close()
             ledger.close()
+
+    async def _watch_parent(self, stop: asyncio.Event) -> None:
+        parent = os.getppid()
+        while not stop.is_set():
+            if os.getppid() != parent:
+                self.log.warning("the hub that started berth-culler is gone; stopping")
+                stop.set()
+                return
+            try:
+                await asyncio.wait_for(stop.wait(), 2.0)
+            except TimeoutError:
+                pass
 
     def start(self) -> None:
         asyncio.run(self.run())
