@@ -2,8 +2,10 @@
 
 A pass reads every ready server through the hub's paginated API, works out each session's
 deadlines from the catalog and the ledger, warns before a deadline (once per session and
-deadline), and ends the sessions past one. A pass that cannot read the whole list, or whose list
-took longer than ``max_data_age`` to read, decides nothing: no decision on partial or stale data.
+deadline), and ends the sessions past one. A pass that cannot read the whole list decides
+nothing, and no session is acted on once what the hub said about it is older than
+``max_data_age``: no decision on partial or stale data. Ends are recorded in the ledger (one
+transaction for the pass) before any server is stopped, so that none is ended twice.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ __all__ = [
     "CullerError",
     "PassReport",
     "Requester",
+    "check_session_id",
     "parse_extend_request",
     "sessions_from_user",
 ]
