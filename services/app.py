@@ -260,7 +260,11 @@ class CullerApp(Application):
                 self._watchdog = asyncio.ensure_future(self._watch_parent(stop))
             while not stop.is_set():
                 began = clock.now()
-                await culler.run_pass()
+                try:
+                    await culler.run_pass()
+                except Exception:
+                    # The ledger's database away, a bug: log it, keep the service up, try again.
+                    self.log.exception("the pass failed; the next one starts afresh")
                 elapsed = (clock.now() - began).total_seconds()
                 try:
                     await asyncio.wait_for(stop.wait(), max(1.0, self.interval - elapsed))
