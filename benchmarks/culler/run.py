@@ -328,6 +328,41 @@ def measure(
     return result
 
 
+def table(results: list[dict[str, Any]]) -> str:
+    """Medians per (database, size, contender) as a Markdown table, with ratios to the peer."""
+    groups: dict[tuple[str, int], dict[str, list[dict[str, Any]]]] = {}
+    for r in results:
+        groups.setdefault((r["db"], r["users"]), {}).setdefault(r["contender"], []).append(r)
+    lines = [
+        "| hub database | users | contender | runs | pass (s, median) | hub API calls"
+        " | servers stopped | time vs idle-culler (page 50 / 200) | calls vs idle-culler"
+        " (page 50 / 200) |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for (db, users), by in sorted(groups.items()):
+        med = {
+            name: (
+                statistics.median(r["seconds"] for r in runs),
+                statistics.median(r["api_calls"] for r in runs),
+                statistics.median(r["stopped"] for r in runs),
+                len(runs),
+            )
+            for name, runs in by.items()
+        }
+        peers = [med.get("idle-culler page=50"), med.get("idle-culler page=200")]
+        for name in ("idle-culler page=50", "idle-culler page=200", "berth-culler"):
+            if name not in med:
+                continue
+            seconds, calls, stopped, n = med[name]
+            time_ratio = " / ".join(f"{seconds / p[0]:.2f}" for p in peers if p)
+            call_ratio = " / ".join(f"{calls / p[1]:.2f}" for p in peers if p)
+            lines.append(
+                f"| {db} | {users:,} | {name} | {n} | {seconds:.2f} | {calls:.0f} | {stopped:.0f}"
+                f" | {time_ratio} | {call_ratio} |"
+            )
+    return "\n".join(lines)
+
+
 def main() -> None:
     # Stopped with SIGTERM: still run the finally blocks (stop PostgreSQL, the hub).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -343,7 +378,11 @@ def main() -> None:
     parser.add_argument(
         "--contenders", default="idle-culler page=50,idle-culler page=200,berth-culler"
     )
+    parser.add_argument("--table", help="print the Markdown table of a results.json, and exit")
     args = parser.parse_args()
+    if args.table:
+        print(table(json.loads(Path(args.table).read_text())))
+        return
     contenders = args.contenders.split(",")
     pg = None
     results = []
@@ -367,16 +406,8 @@ def main() -> None:
         if pg is not None:
             pg.stop()
     Path(args.out).write_text(json.dumps(results, indent=1))
-    print("\nmedians (seconds, hub API calls, servers stopped):")
-    keys = sorted({(r["db"], r["users"], r["contender"]) for r in results})
-    for key in keys:
-        runs = [r for r in results if (r["db"], r["users"], r["contender"]) == key]
-        print(
-            key,
-            statistics.median(r["seconds"] for r in runs),
-            statistics.median(r["api_calls"] for r in runs),
-            statistics.median(r["stopped"] for r in runs),
-        )
+    print()
+    print(table(results))
 
 
 if __name__ == "__main__":
