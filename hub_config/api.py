@@ -7,13 +7,17 @@ guarded by JupyterHub's own scopes.
 
 from __future__ import annotations
 
+from importlib.resources import files
 from typing import Any
 
 from jupyterhub.apihandlers.base import APIHandler
 from jupyterhub.scopes import needs_scope
 from tornado import web
 
-__all__ = ["SessionLogsHandler", "handlers"]
+from .catalog_json import catalog_document
+from .pages import CULLER_SERVICE
+
+__all__ = ["CULLER_SERVICE", "CatalogHandler", "OpenAPIHandler", "SessionLogsHandler", "handlers"]
 
 _MAX_LINES = 10_000
 
@@ -41,7 +45,69 @@ class SessionLogsHandler(APIHandler):
         self.write({"user": user_name, "session": server_name, "lines": lines})
 
 
-def handlers() -> list[tuple[str, type[APIHandler]]]:
+class CatalogHandler(APIHandler):
+    """``GET /hub/api/berth/catalog[?user=NAME]``: the service types, profiles, policies and
+    ``user_options`` schemas a user may launch (the token's own user unless ``user`` is given).
+
+    Needs ``read:servers`` on that user. The catalog a user sees follows from their groups and
+    says which servers they may start; whoever may read a user's servers (and so their options)
+    may read it: the user, admins, and services granted it. A token that may only reach a server
+    (``access:servers``) or read names learns nothing about what the user may run.
+    """
+
+    async def get(self) -> None:
+        current = self.current_user
+        if current is None:
+            raise web.HTTPError(403, "Missing or invalid credentials.")
+        name = self.get_argument("user", None)
+        if name is None:
+            if current.kind != "user":
+                raise web.HTTPError(400, "a service must name the user: ?user=<name>")
+            name = current.name
+        self._write_catalog(user_name=name)
+
+    @needs_scope("read:servers")
+    def _write_catalog(self, user_name: str) -> None:
+        user = self.find_user(user_name)
+        if user is None:
+            raise web.HTTPError(404, f"no user named {user_name!r}")
+        spawner: Any = user.spawner
+        if not hasattr(spawner, "berth_catalog"):
+            raise web.HTTPError(
+                500, "this hub's spawner is not a Berth spawner; an admin calls configure()"
+            )
+        catalog = spawner.berth_catalog
+        unavailable = {
+            profile.name: reason
+            for profile in catalog.profiles.values()
+            if (reason := spawner.profile_unavailable(profile))
+        }
+        culler = self.services.get(CULLER_SERVICE)
+        self.write(
+            catalog_document(
+                catalog,
+                [group.name for group in user.groups],
+                unavailable,
+                user=user.name,
+                culler_api=f"{culler.prefix}api/" if culler is not None else None,
+            )
+        )
+
+
+class OpenAPIHandler(web.RequestHandler):
+    """``GET /hub/api/berth/openapi.yaml``: the OpenAPI document of these endpoints."""
+
+    def get(self) -> None:
+        self.set_header("Content-Type", "application/yaml; charset=utf-8")
+        document = files("berth.hub_config").joinpath("openapi.yaml")
+        self.finish(document.read_text(encoding="utf-8"))
+
+
+def handlers() -> list[tuple[str, type[web.RequestHandler]]]:
     """The hub handlers configure() registers; patterns are relative to ``/hub``."""
     session = r"/api/berth/users/(?P<user_name>[^/]+)/sessions/(?P<server_name>[^/]+)"
-    return [(session + "/logs", SessionLogsHandler)]
+    return [
+        (session + "/logs", SessionLogsHandler),
+        (r"/api/berth/catalog", CatalogHandler),
+        (r"/api/berth/openapi.yaml", OpenAPIHandler),
+    ]

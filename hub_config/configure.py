@@ -16,7 +16,7 @@ from typing import Any
 from .catalog import Catalog
 from .loader import CatalogError, load_catalog
 
-__all__ = ["SPAWNERS", "TEMPLATES", "configure", "resolve_catalog_path"]
+__all__ = ["MULTI_SPAWNER", "SPAWNERS", "TEMPLATES", "configure", "resolve_catalog_path"]
 
 #: Entry points (group ``jupyterhub.spawners``) per backend.
 SPAWNERS = {
@@ -24,6 +24,8 @@ SPAWNERS = {
     "slurm": "berth-slurm",
     "kubernetes": "berth-kubernetes",
 }
+#: For catalogs whose profiles use several backends.
+MULTI_SPAWNER = "berth"
 TEMPLATES = str(Path(__file__).parent / "templates")
 
 
@@ -65,17 +67,9 @@ def configure(
         print(f"[Berth] The hub will not start: {e}", file=sys.stderr)
         raise SystemExit(2) from None
 
-    if len(catalog.backends) > 1:
-        names = ", ".join(sorted(catalog.backends))
-        print(
-            f"[Berth] The hub will not start: {catalog_path} puts profiles on several backends"
-            f" ({names}); one hub runs one backend. Set `backend:` on the profiles to one of them.",
-            file=sys.stderr,
-        )
-        raise SystemExit(2)
-    (backend,) = catalog.backends
-
-    c.JupyterHub.spawner_class = SPAWNERS[backend]
+    # One backend: its own spawner. Several: `berth`, which runs each session on its profile's.
+    (only,) = catalog.backends if len(catalog.backends) == 1 else (None,)
+    c.JupyterHub.spawner_class = SPAWNERS[only] if only else MULTI_SPAWNER
     c.BerthSpawner.catalog_path = str(catalog_path)
     # Each session is a named server; a user may run several at once.
     c.JupyterHub.allow_named_servers = True
@@ -84,11 +78,23 @@ def configure(
     # with a deprecation notice in its log.
     from .api import handlers
 
+    ours = handlers()
+    if "slurm" in catalog.backends:
+        # where a session's job reports its port (authenticated with that session's token)
+        from berth.spawners.slurm.api import slurm_handlers
+
+        ours += slurm_handlers()
     existing = list(c.JupyterHub.extra_handlers) if "extra_handlers" in c.JupyterHub else []
-    c.JupyterHub.extra_handlers = existing + [h for h in handlers() if h not in existing]
+    c.JupyterHub.extra_handlers = existing + [h for h in ours if h not in existing]
     templates = list(c.JupyterHub.template_paths) if "template_paths" in c.JupyterHub else []
     if TEMPLATES not in templates:
         c.JupyterHub.template_paths = [*templates, TEMPLATES]
+    # The pages' view of the viewer's sessions, as `berth` in the templates.
+    from .pages import page_data
+
+    template_vars = c.JupyterHub.template_vars if "template_vars" in c.JupyterHub else {}
+    if isinstance(template_vars, dict):
+        c.JupyterHub.template_vars = {**template_vars, "berth": page_data}
     if culler:
         from berth.services import register_culler
 

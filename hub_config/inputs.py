@@ -9,10 +9,10 @@ import math
 import re
 
 from .catalog import InputSpec, InputValue
+from .patterns import CONTROL as _CONTROL
 
 __all__ = ["InputError", "check_input", "coerce_form_value"]
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _INTEGER = re.compile(r"^[+-]?\d{1,18}$")
 _NUMBER = re.compile(r"^[+-]?(\d{1,18}(\.\d*)?|\.\d+)([eE][+-]?\d{1,3})?$")
 _TRUE = {"on", "true", "1", "yes"}
@@ -40,10 +40,13 @@ def check_input(spec: InputSpec, value: object) -> InputValue:
             raise InputError(
                 f"expected {'a whole number' if integer else 'a number'}, got {_show(value)}"
             )
-        if integer and not isinstance(value, int):
-            raise InputError(f"expected a whole number, got {_show(value)}")
         if isinstance(value, float) and not math.isfinite(value):
             raise InputError(f"expected a finite number, got {_show(value)}")
+        if integer and isinstance(value, float):
+            # JSON has one kind of number: 2.0 is the whole number 2 (as JSON Schema says).
+            if not value.is_integer():
+                raise InputError(f"expected a whole number, got {_show(value)}")
+            value = int(value)
         if spec.minimum is not None and value < spec.minimum:
             raise InputError(f"{value} is below the minimum of {spec.minimum:g}")
         if spec.maximum is not None and value > spec.maximum:

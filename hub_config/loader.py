@@ -39,6 +39,10 @@ from .catalog import (
     SlurmService,
 )
 from .inputs import InputError, check_input
+from .patterns import CONSTRAINT as _CONSTRAINT
+from .patterns import CONTROL as _CONTROL
+from .patterns import ENV_NAME as _ENV_NAME
+from .patterns import SCHEDULER_NAME as _SCHEDULER_NAME
 from .placeholders import INPUT_PREFIX, RESOURCE_NAMES, RUNTIME_NAMES, PlaceholderError, names_in
 from .units import format_duration, parse_duration, parse_memory
 
@@ -54,14 +58,9 @@ __all__ = [
 #: Service, profile and input names: they appear in URLs, job names and labels.
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$|^[a-z]$")
 _INPUT_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-#: Scheduler names (partition, account, qos...): what Slurm itself accepts, nothing a shell reads.
-_SCHEDULER_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:+-]{0,63}$")
-_CONSTRAINT = re.compile(r"^[A-Za-z0-9_.:+&|()\[\]*-]{1,128}$")
 _URL_PATH = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*$")
 _IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}$")
 _RESOURCE_NAME = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?/[A-Za-z0-9._-]+$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _PARENT = re.compile(r"(\.[^.\[]*|\[\d+\])$")
 
 _POLICY_KEYS = ("idle_timeout", "max_duration", "default_duration", "extension_cap", "warn_before")

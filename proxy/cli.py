@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from .config import ConfigError, parse_args, read_environment
 from .gate import Gate
+from .memory import keep_read_buffers
 
 __all__ = ["main"]
 
@@ -38,6 +39,7 @@ async def _run(argv: Sequence[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    keep_read_buffers(os.environ)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency; asyncio works too

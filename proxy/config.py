@@ -35,7 +35,8 @@ class GateOptions:
     grace: float = 10.0
     #: seconds to keep showing the "failed to start" page before exiting
     linger: float = 10.0
-    #: seconds to wait for the service's response headers before answering 504
+    #: seconds the service has to send its response head once it has the whole request (a body
+    #: still arriving sets its own pace), before the gate answers 504
     upstream_timeout: float = 300.0
     #: the longest request line plus headers a client may send, in bytes
     max_header_size: int = 65536
@@ -126,7 +127,8 @@ def _parser() -> argparse.ArgumentParser:
         "--upstream-timeout",
         type=_positive,
         default=300.0,
-        help="seconds to wait for the service's response before answering 504 (default: 300)",
+        help="seconds the service has to start its answer once it has the whole request, before"
+        " the gate answers 504 (default: 300)",
     )
     add(
         "--max-header-size",

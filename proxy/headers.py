@@ -66,19 +66,20 @@ class PathMap:
     ``JUPYTERHUB_SERVICE_PREFIX``.
     """
 
-    __slots__ = ("base", "prefix", "strip")
+    __slots__ = ("base", "prefix", "prefix_bytes", "strip")
 
     def __init__(self, prefix: str, strip: bool) -> None:
         if not prefix.startswith("/"):
             raise ValueError(f"the prefix must start with '/', not {prefix!r}")
         self.prefix = prefix if prefix.endswith("/") else prefix + "/"
+        self.prefix_bytes = self.prefix.encode()
         #: the prefix without its trailing slash: ``{base_url}`` for the service
         self.base = self.prefix.rstrip("/")
         self.strip = strip
 
     def upstream_target(self, target: bytes) -> bytes | None:
         """The request target the service sees, or None when ``target`` is outside the prefix."""
-        prefix = self.prefix.encode()
+        prefix = self.prefix_bytes
         if not target.startswith(prefix):
             return None
         if self.strip:

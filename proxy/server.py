@@ -1,11 +1,18 @@
 """The client side of the gate: HTTP/1.1 parsed by httptools, each request checked and proxied.
 
-One :class:`ClientConnection` per client connection. Request heads are parsed as bytes arrive;
-each request runs as one task (:meth:`ClientConnection._serve`) that checks the login, answers
-itself when it must (not signed in, starting, errors) or opens an :class:`Exchange` with the
-service. Bodies are never collected: upload chunks go to the service as they are parsed, response
-chunks to the client as they arrive, and each side pauses reading while the other's writes back
-up. A websocket upgrade that the service accepts turns both connections into a byte pipe.
+One :class:`ClientConnection` per client connection. Request heads are parsed as bytes arrive and
+served in order: the gate checks the login, answers itself when it must (not signed in, starting,
+errors) or opens an :class:`Exchange` with the service. When nothing needs waiting for (the
+login's answer is cached, a kept-alive connection to the service is free) this all happens in the
+parser's callback and the exchange reports back by callback; otherwise the request runs as a task
+(:meth:`ClientConnection._serve`) that waits for the hub or for a new connection. Bodies are never
+collected: upload chunks go to the service as they are parsed, response chunks to the client as
+they arrive, and each side pauses reading while the other's writes back up. A websocket upgrade
+that the service accepts turns both connections into a byte pipe.
+
+Timeouts (waiting for a request's head, an idle kept-alive connection, the service's answer) use
+one lazily re-armed timer per connection: arming only records a deadline, and the timer, when it
+fires early, sets itself again for the latest deadline. Most requests create no timer at all.
 """
 
 from __future__ import annotations
@@ -14,7 +21,8 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from typing import TYPE_CHECKING, cast
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeAlias, cast
 
 import httptools
 
@@ -37,6 +45,8 @@ _HEADER_TIMEOUT = 60.0
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _NO_DROP: frozenset[bytes] = frozenset()
 _DROP_AUTHORIZATION = frozenset({b"authorization"})
+#: a timer that fires this much before its deadline (clock granularity) counts as on time
+_TIMER_SLACK = 0.005
 
 
 class _HeadersTooLarge(Exception):
@@ -52,6 +62,7 @@ class Request:
         "chunked",
         "content_length",
         "early",
+        "exchange",
         "expect_continue",
         "headers",
         "keep_alive",
@@ -77,6 +88,8 @@ class Request:
         self.body_done = False
         #: where body chunks go once the exchange has started (None: buffer them)
         self.sink: UpstreamConnection | None = None
+        #: the exchange the body streams to, told when the body is complete
+        self.exchange: Exchange | None = None
         self.waiter: asyncio.Future[None] | None = None
         #: bytes that followed an upgrade request's head
         self.early = b""
@@ -92,15 +105,41 @@ class Request:
         return None
 
 
+class _Pending:
+    """What a request waits for before the gate can go on: the hub's answer about a token, or
+    the hub's side of the OAuth callback."""
+
+    __slots__ = ("callback", "token", "upstream_target", "via_cookie")
+
+    def __init__(
+        self, upstream_target: bytes, token: str = "", *, via_cookie: bool, callback: bool
+    ) -> None:
+        self.upstream_target = upstream_target
+        self.token = token
+        self.via_cookie = via_cookie
+        self.callback = callback
+
+
+#: how a request goes on: answered by the gate (whether the connection stays open), an exchange
+#: with the service to start, or something to wait for first
+Plan: TypeAlias = "bool | _Pending | Exchange"
+
+
 class ClientConnection(asyncio.Protocol):
     def __init__(self, gate: Gate) -> None:
         self.gate = gate
+        self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.client_ip = ""
         self.parsing: Request | None = None
         self.queue: deque[Request] = deque()
+        #: the request being served, when it waits for something (hub, new connection)
         self.task: asyncio.Task[None] | None = None
+        #: the request being served, when it went straight to the service
+        self.exchange: Exchange | None = None
+        #: a request arrived while none was being served: serve it once the read is parsed
+        self._start_pending = False
         self.closed = False
         self.header_size = 0
         self.buffered = 0
@@ -111,6 +150,14 @@ class ClientConnection(asyncio.Protocol):
         self.peer: asyncio.Transport | None = None
         self._drain: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._deadline = 0.0
+        self._on_deadline: Callable[[], None] | None = None
+
+    @property
+    def busy(self) -> bool:
+        """A request is being served."""
+        return self.task is not None or self.exchange is not None
 
     # -- asyncio -------------------------------------------------------------------------
 
@@ -119,16 +166,36 @@ class ClientConnection(asyncio.Protocol):
         peer = self.transport.get_extra_info("peername")
         self.client_ip = peer[0] if isinstance(peer, tuple) and peer else "127.0.0.1"
         self.gate.connections.add(self)
-        self._arm(_HEADER_TIMEOUT)
+        self._arm(_HEADER_TIMEOUT, self._idle_timeout)
 
-    def _arm(self, seconds: float) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = asyncio.get_running_loop().call_later(seconds, self._idle_timeout)
+    def _arm(self, seconds: float, action: Callable[[], None]) -> None:
+        """Call ``action`` in ``seconds`` unless re-armed or disarmed before."""
+        deadline = self.loop.time() + seconds
+        self._deadline = deadline
+        self._on_deadline = action
+        if self._timer is None or self._timer_at > deadline:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self.loop.call_at(deadline, self._expire)
+            self._timer_at = deadline
+
+    def _disarm(self) -> None:
+        self._on_deadline = None
+
+    def _expire(self) -> None:
+        self._timer = None
+        action = self._on_deadline
+        if action is None or self.closed:
+            return
+        if self._deadline - self.loop.time() > _TIMER_SLACK:  # re-armed since: wait on
+            self._timer = self.loop.call_at(self._deadline, self._expire)
+            self._timer_at = self._deadline
+            return
+        self._on_deadline = None
+        action()
 
     def _idle_timeout(self) -> None:
-        self._timer = None
-        if self.task is None and self.pipe is None:
+        if not self.busy and self.pipe is None:
             self.close()
 
     def data_received(self, data: bytes) -> None:
@@ -154,12 +221,18 @@ class ClientConnection(asyncio.Protocol):
                 self._refuse(400, "The request could not be read.")
         except httptools.HttpParserError:
             self._refuse(400, "The request is not valid HTTP/1.1.")
+        if self._start_pending:
+            # after the whole read is parsed, so a body that came with the head is complete
+            self._start_pending = False
+            if not self.busy:
+                self._start_next()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.gate.connections.discard(self)
         if self._timer is not None:
             self._timer.cancel()
+            self._timer = None
         if self.pipe is not None:
             self.pipe.close()
             self.pipe = None
@@ -199,8 +272,8 @@ class ClientConnection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self.parsing = Request()
         self.header_size = 0
-        if self._timer is not None and self.task is None:
-            self._arm(_HEADER_TIMEOUT)
+        if not self.busy:
+            self._arm(_HEADER_TIMEOUT, self._idle_timeout)
 
     def on_url(self, url: bytes) -> None:
         assert self.parsing is not None
@@ -234,8 +307,8 @@ class ClientConnection(asyncio.Protocol):
             elif lower == b"expect":
                 request.expect_continue = value.strip().lower() == b"100-continue"
         self.queue.append(request)
-        if self.task is None:
-            self._start_next()
+        if not self.busy:
+            self._start_pending = True
 
     def on_body(self, chunk: bytes) -> None:
         request = self.parsing
@@ -263,6 +336,8 @@ class ClientConnection(asyncio.Protocol):
         sink = request.sink
         if sink is not None and not sink.closed and request.chunked:
             sink.write(b"0\r\n\r\n")
+        if request.exchange is not None:
+            request.exchange.body_sent()
         if request.waiter is not None and not request.waiter.done():
             request.waiter.set_result(None)
         self.parsing = None
@@ -270,38 +345,77 @@ class ClientConnection(asyncio.Protocol):
     # -- serving -------------------------------------------------------------------------
 
     def _start_next(self) -> None:
-        if self.queue and not self.closed:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-            self.task = asyncio.get_running_loop().create_task(self._serve(self.queue[0]))
-        else:
-            self.task = None
-            self._arm(_KEEPALIVE_IDLE)
+        """Serve the queued requests in order: at once while nothing needs waiting for, else
+        in a task; when none is left, wait for the next one (keep-alive)."""
+        self.task = None
+        while self.queue and not self.closed:
+            request = self.queue[0]
+            self._disarm()
+            try:
+                plan = self._plan(request)
+                if isinstance(plan, bool):
+                    if self._finish(request, plan):
+                        continue
+                    return
+                if isinstance(plan, Exchange) and not request.upgrade:
+                    conn = self.gate.pool.take_idle()
+                    if conn is not None:
+                        self.exchange = plan
+                        plan.start(conn, self._exchange_done)
+                        return
+            except Exception:
+                self._failed(request)
+                return
+            self.task = self.loop.create_task(self._serve(request, plan))
+            return
+        if not self.closed:
+            self._arm(_KEEPALIVE_IDLE, self._idle_timeout)
 
-    async def _serve(self, request: Request) -> None:
-        keep = False
-        try:
-            keep = await self._handle(request)
-        except asyncio.CancelledError:
-            return
-        except Exception:
-            log.exception("Unexpected error serving %s", request.target[:200])
-            reply = pages.error(
-                500, "The gate failed on this request.", html=wants_html(request.headers)
-            )
-            self._send_reply(request, reply, close=True)
-            return
+    def _finish(self, request: Request, keep: bool) -> bool:
+        """A request is over; whether the connection goes on to the next one."""
         if self.closed or self.pipe is not None:
-            return
+            return False
         if self.queue and self.queue[0] is request:
             self.queue.popleft()
         if not keep or not request.body_done:
             self.close()
-            return
+            return False
         self.buffered = 0
         self._resume_reading()
-        self._start_next()
+        return True
+
+    def _failed(self, request: Request) -> None:
+        log.exception("Unexpected error serving %s", request.target[:200])
+        reply = pages.error(
+            500, "The gate failed on this request.", html=wants_html(request.headers)
+        )
+        self._send_reply(request, reply, close=True)
+
+    def _exchange_done(self, exchange: Exchange, keep: bool | None) -> None:
+        """An exchange started without a task is over (``None``: its kept-alive connection had
+        been closed by the service; it is tried once more on a new one)."""
+        self.exchange = None
+        self.peer = None
+        self._disarm()
+        request = exchange.request
+        if keep is None:
+            retry = Exchange(self, request, exchange.target, exchange.headers)
+            if not self.closed:
+                self.task = self.loop.create_task(self._serve(request, retry))
+            return
+        if self._finish(request, keep):
+            self._start_next()
+
+    async def _serve(self, request: Request, plan: Plan) -> None:
+        try:
+            keep = await self._handle(request, plan)
+        except asyncio.CancelledError:
+            return
+        except Exception:
+            self._failed(request)
+            return
+        if self._finish(request, keep):
+            self._start_next()
 
     def close(self) -> None:
         if self.transport is not None and not self.closed:
@@ -323,7 +437,7 @@ class ClientConnection(asyncio.Protocol):
 
     def _refuse(self, status: int, message: str) -> None:
         """Answer a request that could not be parsed, then close (the stream is out of step)."""
-        if self.task is not None or self.closed:
+        if self.busy or self.queue or self.closed:  # earlier requests are owed their answers
             self.close()
             return
         headers = self.parsing.headers if self.parsing is not None else []
@@ -362,53 +476,56 @@ class ClientConnection(asyncio.Protocol):
         reply = pages.error(status, message, html=wants_html(request.headers))
         return self._send_reply(request, reply)
 
-    async def _handle(self, request: Request) -> bool:
+    def _plan(self, request: Request) -> Plan:
+        """What can be decided about a request without waiting: the gate's own answer (already
+        sent), the exchange to run, or what to wait for first."""
         gate = self.gate
-        html = wants_html(request.headers)
         if request.method == b"CONNECT":
             return self._error(request, 405, "CONNECT is not served here.")
         target = request.target
         upstream_target = gate.paths.upstream_target(target)
-        path = target.split(b"?", 1)[0]
         if upstream_target is None:
+            path = target.split(b"?", 1)[0]
             if path == gate.paths.base.encode():
                 query = target[len(path) :].decode("latin-1")
                 return self._send_reply(request, pages.redirect(gate.paths.prefix + query))
             return self._error(request, 404, f"This server only answers under {gate.paths.prefix}")
         gate.activity.touch()
-        cookies = cookies_of(request.headers)
-        secure = _forwarded_proto(request.headers) == b"https"
-        auth = gate.auth
-        if path == gate.callback_path:
-            query = target.split(b"?", 1)[1].decode("latin-1") if b"?" in target else ""
-            reply = await auth.callback(query, cookies, secure=secure, html=html)
-            return self._send_reply(request, reply)
+        if target.split(b"?", 1)[0] == gate.callback_path:
+            return _Pending(upstream_target, via_cookie=False, callback=True)
 
         # Who is asking: a token in the Authorization header, else the login cookie.
+        auth = gate.auth
         token: str | None = None
         via_cookie = False
         authorization = request.header(b"authorization")
         if authorization is not None:
             token = auth.token_from_header(authorization)
         if token is None:
-            token = auth.token_from_cookie(cookies)
+            token = auth.token_from_cookie(cookies_of(request.headers))
             via_cookie = token is not None
         decision: Decision | None = None
         if token is not None:
             hit, decision = auth.cached(token)
             if not hit:
-                try:
-                    decision = await auth.decide(token)
-                except AuthError as e:
-                    log.warning("%s", e)
-                    return self._error(
-                        request, 502, "The hub did not answer the login check; try again shortly."
-                    )
-        allowed = decision is not None and decision.allowed
+                return _Pending(upstream_target, token, via_cookie=via_cookie, callback=False)
+        return self._after_auth(request, upstream_target, decision, via_cookie=via_cookie)
 
+    def _after_auth(
+        self,
+        request: Request,
+        upstream_target: bytes,
+        decision: Decision | None,
+        *,
+        via_cookie: bool,
+    ) -> bool | Exchange:
+        """The rest once the hub has said who is asking (``decision`` None: nobody)."""
+        gate = self.gate
+        allowed = decision is not None and decision.allowed
         if not gate.ready:
             # JupyterHub's spawn check reads 5xx as "not up yet"; only people allowed to use the
             # session see the service's own output.
+            html = wants_html(request.headers)
             return self._send_reply(request, gate.starting_reply(html=html, detail=allowed))
         if not allowed:
             if decision is not None:
@@ -416,8 +533,11 @@ class ClientConnection(asyncio.Protocol):
                 return self._error(request, 403, f"{who} may not use this server.")
             if request.upgrade:
                 return self._error(request, 403, "Sign in first.")
+            html = wants_html(request.headers)
             if html and request.method == b"GET":
-                login = auth.login(target.decode("latin-1"), cookies, secure=secure)
+                secure = _forwarded_proto(request.headers) == b"https"
+                cookies = cookies_of(request.headers)
+                login = gate.auth.login(request.target.decode("latin-1"), cookies, secure=secure)
                 return self._send_reply(request, login)
             message = "Sign in, or send 'Authorization: token <your hub token>'."
             reply = pages.error(401, message, html=html)
@@ -432,17 +552,42 @@ class ClientConnection(asyncio.Protocol):
 
         # The hub credential the gate used stays here: the service never sees the user's token.
         headers = request_headers(
-            _without_login_cookie(request.headers, auth.cookie_name),
-            upstream_host=gate.pool.authority.encode(),
+            _without_login_cookie(request.headers, gate.auth.cookie_name),
+            upstream_host=gate.pool.authority_bytes,
             client_ip=self.client_ip,
-            prefix=gate.paths.prefix.encode(),
-            drop=_NO_DROP if via_cookie or token is None else _DROP_AUTHORIZATION,
+            prefix=gate.paths.prefix_bytes,
+            drop=_NO_DROP if via_cookie or decision is None else _DROP_AUTHORIZATION,
             upgrade=request.upgrade,
         )
         if request.expect_continue and not request.body_done:
             self.write(_CONTINUE)
-        exchange = Exchange(self, request, upstream_target, headers)
-        return await exchange.run()
+        return Exchange(self, request, upstream_target, headers)
+
+    async def _handle(self, request: Request, plan: Plan) -> bool:
+        """Wait for what the plan needs, then run the exchange; whether to keep the connection."""
+        if isinstance(plan, _Pending):
+            auth = self.gate.auth
+            html = wants_html(request.headers)
+            if plan.callback:
+                target = request.target
+                query = target.split(b"?", 1)[1].decode("latin-1") if b"?" in target else ""
+                secure = _forwarded_proto(request.headers) == b"https"
+                cookies = cookies_of(request.headers)
+                reply = await auth.callback(query, cookies, secure=secure, html=html)
+                return self._send_reply(request, reply)
+            try:
+                decision = await auth.decide(plan.token)
+            except AuthError as e:
+                log.warning("%s", e)
+                return self._error(
+                    request, 502, "The hub did not answer the login check; try again shortly."
+                )
+            plan = self._after_auth(
+                request, plan.upstream_target, decision, via_cookie=plan.via_cookie
+            )
+        if isinstance(plan, bool):
+            return plan
+        return await plan.run()
 
 
 def _forwarded_proto(headers: list[Header]) -> bytes:
@@ -475,12 +620,14 @@ class Exchange:
         "conn",
         "done",
         "eof_ends",
+        "finish",
         "head_sent",
         "headers",
         "keep",
         "length_out",
         "out",
         "request",
+        "settled",
         "target",
     )
 
@@ -492,7 +639,10 @@ class Exchange:
         self.target = target
         self.headers = headers
         self.conn: UpstreamConnection | None = None
-        self.done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        #: how the outcome is reported: a future :meth:`run` awaits, or a callback
+        self.done: asyncio.Future[bool] | None = None
+        self.finish: Callable[[Exchange, bool | None], None] | None = None
+        self.settled = False
         self.head_sent = False
         self.chunked_out = False
         #: the response is framed by closing the connection (HTTP/1.0 client, no length)
@@ -515,6 +665,30 @@ class Exchange:
             lines.append(b"Content-Length: 0")
         return b"\r\n".join(lines) + b"\r\n\r\n"
 
+    def start(
+        self,
+        conn: UpstreamConnection,
+        finish: Callable[[Exchange, bool | None], None] | None = None,
+    ) -> None:
+        """Send the request on ``conn``; the outcome goes to ``finish`` (soon after the response
+        is written), or to :meth:`run`: whether the client connection stays open, or None when
+        it must be tried again on a new connection."""
+        client = self.client
+        self.conn = conn
+        self.finish = finish
+        conn.begin(self)
+        conn.peer = client.transport
+        client.peer = conn.transport
+        self._send_body(self._head())
+        if self.request.body_done:
+            self.body_sent()
+
+    def body_sent(self) -> None:
+        """The service has the whole request: from now on it has --upstream-timeout seconds to
+        answer. (While a body is still coming, the client sets the pace, not the service.)"""
+        if not self.settled and not self.head_sent:
+            self.client._arm(self.client.gate.upstream_timeout, self._timeout)
+
     async def run(self) -> bool:
         """Forward the request; return whether the client connection stays open."""
         gate = self.client.gate
@@ -531,20 +705,31 @@ class Exchange:
                     html=wants_html(request.headers),
                 ),
             )
-        self.conn = conn
-        conn.begin(self)
-        conn.peer = self.client.transport
-        self.client.peer = conn.transport
-        self._send_body(self._head())
-        timer = asyncio.get_running_loop().call_later(gate.upstream_timeout, self._timeout)
+        self.done = self.client.loop.create_future()
+        self.start(conn)
         try:
             keep = await self.done
         except _Retry:
             return await Exchange(self.client, request, self.target, self.headers).run()
         finally:
-            timer.cancel()
+            self.client._disarm()
             self.client.peer = None
         return keep
+
+    def _settle(self, keep: bool | None) -> None:
+        """The exchange is over (``None``: try again on a new connection)."""
+        if self.settled:
+            return
+        self.settled = True
+        if self.finish is not None:
+            # after the response now being written: the next request must not overtake it
+            self.client.loop.call_soon(self.finish, self, keep)
+        elif self.done is not None:
+            if keep is None:
+                self.done.set_exception(_Retry())
+                self.done.exception()
+            else:
+                self.done.set_result(keep)
 
     def _send_body(self, head: bytes) -> None:
         """Write the head and the body received so far; the parser sends the rest itself."""
@@ -568,11 +753,12 @@ class Exchange:
         else:
             # From here on the parser writes body chunks straight to the service.
             request.sink = conn
+            request.exchange = self
             self.client._resume_reading()
         conn.transport.writelines(out)
 
     def _timeout(self) -> None:
-        if not self.head_sent and not self.done.done():
+        if not self.head_sent and not self.settled:
             log.warning("The service did not answer within %gs", self.client.gate.upstream_timeout)
             self._fail(504, "The service did not answer in time.")
 
@@ -580,15 +766,15 @@ class Exchange:
         if self.conn is not None:
             self.conn.sink = None
             self.conn.close()
-        if self.done.done():
+        if self.settled:
             return
         if self.head_sent:
             self.client.close()
-            self.done.set_result(False)
+            self._settle(False)
             return
         reply = pages.error(status, message, html=wants_html(self.request.headers))
         keep = self.client._send_reply(self.request, reply, close=True)
-        self.done.set_result(keep)
+        self._settle(keep)
 
     # -- ResponseSink --------------------------------------------------------------------
 
@@ -639,7 +825,7 @@ class Exchange:
             conn, self.conn = self.conn, None
             conn.sink = None
             conn.close()
-            self.done.set_result(self.keep)
+            self._settle(self.keep)
 
     def response_body(self, chunk: bytes) -> None:
         if self.chunked_out:
@@ -667,18 +853,16 @@ class Exchange:
                 conn.close()
         if request.upgrade:
             self.keep = False  # the service refused the upgrade; the stream is out of step
-        if not self.done.done():
-            self.done.set_result(self.keep and self.length_out)
+        self._settle(self.keep and self.length_out)
 
     def upstream_lost(self, exc: Exception | None) -> None:
-        if self.done.done():
+        if self.settled:
             return
         conn = self.conn
         if not self.head_sent:
             if conn is not None and conn.used and not conn.started and not self.request.has_body:
                 # a kept-alive connection the service had closed: try once more on a new one
-                self.done.set_exception(_Retry())
-                self.done.exception()
+                self._settle(None)
                 return
             self._fail(502, "The service closed the connection without answering.")
             return
@@ -686,10 +870,10 @@ class Exchange:
             # the service framed its body by closing: that was the end of it
             if self.chunked_out:
                 self.client.write(b"0\r\n\r\n")
-            self.done.set_result(self.keep and self.length_out)
+            self._settle(self.keep and self.length_out)
             return
         self.client.close()  # cut short: the client must see that the body is incomplete
-        self.done.set_result(False)
+        self._settle(False)
 
     def upstream_tunnel(self, leftover: bytes) -> None:
         """The service switched protocols: join the two connections byte for byte."""
@@ -708,8 +892,7 @@ class Exchange:
         if self.request.early:
             conn.write(self.request.early)
         client._resume_reading()
-        if not self.done.done():
-            self.done.set_result(True)
+        self._settle(True)
 
 
 class _Retry(Exception):

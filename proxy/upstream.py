@@ -210,6 +210,7 @@ class UpstreamPool:
         self._idle: list[UpstreamConnection] = []
         #: the Host header the service gets, and the authority its own absolute URLs carry
         self.authority = f"{host}:{port}" if port is not None else "localhost"
+        self.authority_bytes = self.authority.encode()
 
     async def connect(self) -> UpstreamConnection:
         """A new connection; raises OSError or asyncio.TimeoutError."""
@@ -223,13 +224,21 @@ class UpstreamPool:
         _, conn = await asyncio.wait_for(coro, self.connect_timeout)
         return conn
 
-    async def acquire(self) -> UpstreamConnection:
+    def take_idle(self) -> UpstreamConnection | None:
+        """The most recently used idle connection, or None if there is none."""
         while self._idle:
             conn = self._idle.pop()
             if not conn.closed:
                 conn.used = True
+                if conn.transport is not None:
+                    # its last client may have paused it (flow control) after it came back
+                    conn.transport.resume_reading()
                 return conn
-        return await self.connect()
+        return None
+
+    async def acquire(self) -> UpstreamConnection:
+        """An idle connection, else a new one."""
+        return self.take_idle() or await self.connect()
 
     def release(self, conn: UpstreamConnection) -> None:
         if conn.reusable and not conn.closed and len(self._idle) < self.max_idle:

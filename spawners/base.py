@@ -17,14 +17,17 @@ It serves the spawn form, turns form fields and query strings into ``user_option
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+from sqlalchemy.orm import object_session
+from traitlets import Dict, Unicode, default
 
 from berth.hub_config.catalog import Catalog, Profile
 from berth.hub_config.loader import CatalogError, catalog_from_dict, load_catalog
 from berth.hub_config.units import format_duration, format_memory
-from jinja2 import Environment, PackageLoader, select_autoescape
-from traitlets import Dict, Unicode, default
 
 from .options import (
     OptionsError,
@@ -34,6 +37,8 @@ from .options import (
     options_from_form,
     validate_user_options,
 )
+from .progress import ProgressLog
+from .schema import service_options_schema
 from .spec import LaunchSpec, build_launch_spec
 
 if TYPE_CHECKING:
@@ -139,6 +144,40 @@ class BerthSpawner(_Base):
     def user_groups(self) -> list[str]:
         return sorted(group.name for group in self.user.groups)
 
+    @property
+    def progress_log(self) -> ProgressLog:
+        """This session's start, step by step; backends emit, :meth:`progress` follows."""
+        log = self.__dict__.get("_berth_progress")
+        if log is None:
+            log = self.__dict__["_berth_progress"] = ProgressLog()
+        return log
+
+    def report(self, message: str, progress: int) -> None:
+        """Tell the user (progress API, pending page, ``berth launch``) and the log."""
+        self.progress_log.emit(message, progress)
+        self.log.info("%s: %s", self._log_name, message)
+
+    async def progress(self) -> AsyncIterator[dict[str, Any]]:
+        async for event in self.progress_log.follow():
+            yield event
+
+    def persist_state(self) -> None:
+        """Write the spawner's state to the hub's database now, mid-start: a hub killed
+        before start() returns finds the session (job, process, pod) again on restart."""
+        if self.orm_spawner is None:
+            return
+        # a backend's spawner inside `berth` (several backends) saves its parent's state
+        owner = self.__dict__.get("_berth_parent", self)
+        self.orm_spawner.state = owner.get_state()
+        session = object_session(self.orm_spawner)
+        if session is not None:
+            session.commit()
+
+    @property
+    def backend_spawner(self) -> BerthSpawner:
+        """The spawner that runs the session (itself, except inside `berth`)."""
+        return self
+
     def profile_unavailable(self, profile: Profile) -> str | None:
         """Why this backend cannot run ``profile`` now, or None. Backends override."""
         return None
@@ -189,11 +228,9 @@ class BerthSpawner(_Base):
         selection = self.check_user_options(options)
         spec = build_launch_spec(selection, self.user.name, self.name)
         self.selection, self.launch_spec = selection, spec
-        # Store the canonical form, so the hub, the culler and the CLI read typed values.
-        canonical = selection.to_user_options()
-        self.user_options = canonical
-        if self.orm_spawner is not None:
-            self.orm_spawner.user_options = canonical
+        # The canonical form, so the hub, the culler and the CLI read typed values with every
+        # default filled in (the hub's API shows it at once; start() stores it).
+        self.user_options = selection.to_user_options()
         self.http_timeout = int(spec.ready_timeout.total_seconds())
         self.default_url = spec.url_path if spec.url_path != "/" else ""
         self.cpu_limit = float(spec.resources.cpus)
@@ -209,6 +246,22 @@ class BerthSpawner(_Base):
             describe_limits(selection.policy),
         )
         return spec
+
+    def get_state(self) -> dict[str, Any]:
+        """The backend's state; and the canonical options go to the database with it.
+
+        The hub stores a spawner's state, and commits, right after start() returns: saving the
+        checked options then costs no database commit of their own (SQLite syncs the disk on
+        every commit), where saving them when they are checked would add one to every spawn.
+        """
+        state: dict[str, Any] = super().get_state()
+        if (
+            self.selection is not None
+            and self.orm_spawner is not None
+            and self.orm_spawner.user_options != self.user_options
+        ):
+            self.orm_spawner.user_options = self.user_options
+        return state
 
     def get_env(self) -> dict[str, str]:
         env: dict[str, str] = super().get_env()
@@ -250,9 +303,16 @@ class BerthSpawner(_Base):
                 )
             if profiles:
                 services.append({"service": service, "profiles": profiles})
+        # The same rules as check_user_options, for the page's inline messages.
+        cannot_run = {p.name for p in catalog.profiles.values() if self.profile_unavailable(p)}
+        schemas = {
+            service.name: service_options_schema(catalog, service, groups, cannot_run)
+            for service in catalog.services_for(groups)
+        }
         return _templates.get_template("spawn_form.html").render(
             services=services,
             chosen=chosen,
             previous=previous,
             session=session,
+            schemas=schemas,
         )

@@ -24,12 +24,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar
 
-from berth.hub_config.catalog import Profile
-from jupyterhub.spawner import LocalProcessSpawner
+from jupyterhub.spawner import LocalProcessSpawner, SpawnException
 from tornado import web
+from tornado.httpclient import AsyncHTTPClient
 from traitlets import Bool, List, Unicode
 
+from berth.hub_config.catalog import Profile
+from berth.hub_config.units import format_duration
+
 from .base import BerthSpawner
+from .spec import LaunchSpec
 
 __all__ = ["BerthLocalSpawner"]
 
@@ -189,8 +193,36 @@ class BerthLocalSpawner(BerthSpawner, LocalProcessSpawner):
                     " or change c.BerthLocalSpawner.work_dir_template.",
                 )
 
+    def prepare_launch(self, user_options: object | None = None) -> LaunchSpec:
+        spec = super().prepare_launch(user_options)
+        # start() itself waits until the service answers (or its process ends), for as long as
+        # the service type allows, so the hub's start timeout must cover that wait.
+        self.start_timeout = int(spec.ready_timeout.total_seconds()) + 60
+        return spec
+
     async def start(self) -> Any:
         spec = self.launch_spec or self.prepare_launch()
+        self.progress_log.begin()
+        try:
+            address = await self._start_process(spec)
+            self.persist_state()  # a hub killed from here on finds the process again
+            self.report(
+                f"{spec.service.display_name} started (process {self.pid}); waiting for it to"
+                " answer",
+                50,
+            )
+            await self._wait_until_answering(address, spec)
+            self.report(f"{spec.service.display_name} answers", 90)
+            return address
+        except BaseException:
+            if self.proc is not None and self.proc.poll() is None:
+                await super().stop(now=True)
+            self._release_gpus()
+            raise
+        finally:
+            self.progress_log.end()
+
+    async def _start_process(self, spec: LaunchSpec) -> Any:
         if not self.system_users:
             self._make_work_dir(self._session_account())
         self._gpus = self._take_gpus(spec.resources.gpus) if spec.resources.gpus else []
@@ -200,12 +232,45 @@ class BerthLocalSpawner(BerthSpawner, LocalProcessSpawner):
         self.popen_kwargs = {**admin_kwargs, "stdout": output, "stderr": subprocess.STDOUT}
         try:
             return await super().start()
-        except BaseException:
-            self._release_gpus()
-            raise
         finally:
             output.close()  # the session's process holds its own copy
             self.popen_kwargs = admin_kwargs
+
+    async def _wait_until_answering(self, address: Any, spec: LaunchSpec) -> None:
+        """Until the session answers HTTP (below 500, as the hub counts it), or its process
+        ends: then the user sees why, from its own last lines, at once."""
+        ip, port = address
+        url = f"http://{ip}:{port}{self.server.base_url if self.server else '/'}"
+        client = AsyncHTTPClient()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + spec.ready_timeout.total_seconds()
+        while True:
+            code = self.proc.poll() if self.proc is not None else None
+            if code is not None:
+                lines = await self.session_logs(15) or []
+                last = "\n".join(lines) if lines else "(it printed nothing)"
+                raise SpawnException(
+                    f"{spec.service.display_name} stopped (exit code {code}) before it"
+                    f" answered. Its last lines:\n{last}",
+                    reason="exited",
+                    status_code=500,
+                )
+            try:
+                response = await client.fetch(
+                    url, raise_error=False, follow_redirects=False, request_timeout=5
+                )
+            except OSError:
+                response = None
+            if response is not None and response.code < 500:
+                return
+            if loop.time() > deadline:
+                raise SpawnException(
+                    f"{spec.service.display_name} did not answer within"
+                    f" {format_duration(spec.ready_timeout)}; `berth logs` shows its output.",
+                    reason="timeout",
+                    status_code=500,
+                )
+            await asyncio.sleep(0.1)
 
     def _open_log(self) -> BinaryIO:
         self.log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -18,12 +18,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from tornado import web
+
 from berth.hub_config.catalog import Catalog, InputValue, Policy, Profile, ServiceType
 from berth.hub_config.inputs import InputError, check_input, coerce_form_value
 from berth.hub_config.units import format_duration
-from tornado import web
 
 __all__ = [
+    "MIN_HOURS",
     "SESSION_NAME_PATTERN",
     "USER_OPTION_KEYS",
     "OptionsError",
@@ -39,6 +41,8 @@ USER_OPTION_KEYS = ("service", "profile", "hours", "inputs")
 #: JupyterHub 6's "safe slug" for new server names, so the CLI can check before asking the hub.
 SESSION_NAME_PATTERN = re.compile(r"^(?=.{1,30}$)[a-z][a-z0-9]*(?:-[a-z0-9]+)*$")
 _MAX_TEXT = 200
+#: The shortest duration anyone may ask for: one minute.
+MIN_HOURS = 1 / 60
 
 
 class OptionsError(web.HTTPError):
@@ -131,17 +135,21 @@ def _pick_profile(catalog: Catalog, service: ServiceType, raw: object, groups: s
 def _pick_duration(raw: object, policy: Policy, where: str) -> timedelta:
     if raw is None:
         return policy.default_duration
-    if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
+    if (
+        isinstance(raw, bool)
+        or not isinstance(raw, int | float)
+        or (isinstance(raw, float) and not math.isfinite(raw))
+    ):
         raise OptionsError(f"hours must be a number such as 2 or 0.5, got {_show(raw)}")
-    duration = timedelta(minutes=round(raw * 60))
-    if duration < timedelta(minutes=1):
+    # Compare the number as sent (not after rounding), so the JSON Schema states the same rule.
+    if raw < MIN_HOURS:
         raise OptionsError(f"hours must be at least one minute (0.0167), got {_show(raw)}")
-    if duration > policy.max_duration:
+    if raw > policy.max_duration.total_seconds() / 3600:
         raise OptionsError(
             f"{raw:g} hours is longer than the {_hours(policy.max_duration)} allowed for {where};"
             f" ask for at most {policy.max_duration.total_seconds() / 3600:g}"
         )
-    return duration
+    return min(timedelta(minutes=round(raw * 60)), policy.max_duration)
 
 
 def _pick_inputs(service: ServiceType, raw: object) -> dict[str, InputValue]:

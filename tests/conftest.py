@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from berth.hub_config.catalog import Catalog
 from berth.hub_config.loader import load_catalog
 

@@ -7,6 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+
 from berth.hub_config.catalog import Catalog
 from berth.hub_config.loader import CatalogError, catalog_from_dict, load_catalog, parse_catalog
 

@@ -1,24 +1,31 @@
 """The example catalog's gated services, launched as the catalog launches them: the launch spec's
 own berth-gate options, command and environment, with the program itself replaced by a faithful
-stand-in where the real one cannot run here (vLLM, Ollama) and the real one where it can
-(python's http.server, ttyd when Debian provides it).
+stand-in where the real one cannot run here (vLLM, Ollama, ttyd, code-server, RStudio's rserver;
+tests/standins/) and the real one where it can (python's http.server, ttyd where it is installed).
 
 An OpenAI client with the user's hub token as its API key talks to the vLLM stand-in through the
-gate, streaming included.
+gate, streaming included; a terminal runs a real shell on a pseudo-terminal; code-server's page
+loads through its relative links and its websocket passes its origin check; RStudio's absolute
+redirects land under the session's prefix.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import pwd
+import re
 import shutil
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import urljoin
 
 import aiohttp
 import openai
 import pytest
 import pytest_asyncio
+
 from berth.hub_config.loader import load_catalog
 from berth.spawners.options import validate_user_options
 from berth.spawners.spec import LaunchSpec, build_launch_spec
@@ -45,25 +52,41 @@ def launch_spec(service: str, inputs: dict[str, object] | None = None) -> Launch
 
 
 async def start_from_spec(
-    hub: FakeHub, spec: LaunchSpec, program: list[str] | None, **kwargs: object
+    hub: FakeHub,
+    spec: LaunchSpec,
+    program: list[str] | None,
+    inherited: dict[str, str] | None = None,
+    **kwargs: object,
 ) -> GateProcess:
-    """Run the spec's argv, with its program swapped for ``program`` (None: the real one)."""
+    """Run the spec's argv, with its program swapped for ``program`` (None: the real one), in an
+    environment that also has ``inherited`` (as a job inherits variables from where it starts)."""
     argv = list(spec.argv)
     assert argv[0] == "berth-gate"
     split = argv.index("--")
     options, command = argv[1:split], argv[split + 1 :]
     if program is not None:
         command = [*program, *command[1:]]
-    env = {k: v for k, v in spec.environment.items()}
+    env = {**(inherited or {}), **spec.environment}
     gate = await start_gate(hub.url, command, options=options, env=env, **kwargs)  # type: ignore[arg-type]
+    STARTED.append(gate)
     await gate.wait_logged("The service is ready")
     return gate
+
+
+#: gates a test started; any still running when it ends (it failed) are stopped
+STARTED: list[GateProcess] = []
 
 
 @pytest_asyncio.fixture
 async def hub() -> AsyncIterator[FakeHub]:
     async with fake_hub() as hub:
-        yield hub
+        try:
+            yield hub
+        finally:
+            while STARTED:
+                gate = STARTED.pop()
+                if gate.process.returncode is None:
+                    await gate.stop()
 
 
 async def test_openai_client_against_vllm(hub: FakeHub) -> None:
@@ -133,20 +156,110 @@ async def test_files_with_pythons_http_server(hub: FakeHub, tmp_path: Path) -> N
     assert await gate.stop() == 0
 
 
-@pytest.mark.skipif(shutil.which("ttyd") is None, reason="ttyd is not installed (not in Debian 12)")
-async def test_terminal_with_ttyd(hub: FakeHub) -> None:
+TTYD = {
+    "stand-in": [sys.executable, str(STANDINS / "ttyd.py")],
+    "ttyd": None,  # the real one, where it is installed (Debian 12 has no package)
+}
+
+
+@pytest.mark.parametrize("program", list(TTYD))
+async def test_terminal_runs_a_shell(hub: FakeHub, program: str) -> None:
+    if program == "ttyd" and shutil.which("ttyd") is None:
+        pytest.skip("ttyd is not installed (not in Debian 12); the stand-in covers this path")
     spec = launch_spec("terminal")
-    gate = await start_from_spec(hub, spec, None)
+    gate = await start_from_spec(hub, spec, TTYD[program])
     async with aiohttp.ClientSession() as session:
         async with session.get(gate.url, headers=OWNER) as r:
             assert r.status == 200
             assert "ttyd" in (await r.text()).lower()
+        async with session.get(gate.url + "token", headers=OWNER) as r:
+            assert await r.json(content_type=None) == {"token": ""}
         async with session.ws_connect(gate.url + "ws", headers=OWNER, protocols=("tty",)) as ws:
+            assert ws.protocol == "tty"
             await ws.send_str(json.dumps({"AuthToken": "", "columns": 80, "rows": 24}))
-            await ws.send_bytes(b"0echo gate-$((6*7))\n")
+            title = await ws.receive_bytes(timeout=30)
+            assert title.startswith(b"1bash -l (")  # ttyd's window title: command (host)
+            assert (await ws.receive_bytes(timeout=30))[:1] == b"2"  # client preferences
+            await ws.send_bytes(b"0echo berth-$((6*7))\r")  # typed, then Enter
             seen = b""
-            while b"gate-42" not in seen:
-                message = await ws.receive(timeout=30)
-                assert message.type == aiohttp.WSMsgType.BINARY
-                seen += message.data[1:]
+            while b"berth-42" not in seen:
+                message = await ws.receive_bytes(timeout=30)
+                assert message[:1] == b"0"
+                seen += message[1:]
+            await ws.send_bytes(b"0exit\r")
+            closing = await ws.receive(timeout=30)
+            while closing.type == aiohttp.WSMsgType.BINARY:
+                closing = await ws.receive(timeout=30)
+            assert closing.type == aiohttp.WSMsgType.CLOSE and closing.data == 1000
     assert await gate.stop() == 0
+
+
+LINK = re.compile(r'(?:href|src)="([^"]+)"')
+
+
+async def test_code_server_relative_links_and_origin_check(hub: FakeHub) -> None:
+    spec = launch_spec("code-server")
+    # code-server prefers $PORT to --bind-addr's port: the catalog pins it to the same port, so
+    # a PORT the job inherits does not send it elsewhere
+    assert spec.environment["PORT"] == "{port}" and ("--env", "PORT") == spec.argv[9:11]
+    program = [sys.executable, str(STANDINS / "code_server.py")]
+    gate = await start_from_spec(hub, spec, program, inherited={"PORT": "8080"})
+    async with aiohttp.ClientSession() as session:
+        async with session.get(gate.url, headers=OWNER) as r:
+            assert r.status == 200
+            page = await r.text()
+        links = LINK.findall(page)
+        assert len(links) == 4 and all(link.startswith("./") for link in links)
+        for link in links:  # as a browser resolves them: under the session's prefix
+            url = urljoin(gate.url, link)
+            assert url.startswith(gate.url)
+            async with session.get(url, headers=OWNER) as r:
+                assert r.status == 200, url
+        async with session.get(gate.url + "login", headers=OWNER, allow_redirects=False) as r:
+            assert r.status == 302
+            assert urljoin(gate.url + "login", r.headers["Location"]) == gate.url
+        async with session.get(gate.url + "healthz", headers=OWNER) as r:
+            assert (await r.json())["status"] == "alive"  # the page load counted as use
+
+        socket_url = gate.url + "?reconnectionToken=t1&reconnection=false&skipWebSocketFrames=false"
+        same_origin = {**OWNER, "Origin": gate.origin}
+        async with session.ws_connect(socket_url, headers=same_origin) as ws:
+            await ws.send_str("hello workbench")
+            assert await ws.receive_str(timeout=10) == "hello workbench"
+        foreign = {**OWNER, "Origin": "http://evil.example"}
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await session.ws_connect(socket_url, headers=foreign)
+        assert refused.value.status == 403  # code-server's own origin check
+    await gate.wait_logged('does not match origin "evil.example"')  # said by code-server
+    assert await gate.stop() == 0
+
+
+async def test_rstudio_redirects_land_under_the_prefix(hub: FakeHub) -> None:
+    spec = launch_spec("rstudio")
+    assert "--server-user={os_user}" in spec.argv
+    data_dir = Path("/tmp/rstudio-alice-web")
+    gate = await start_from_spec(hub, spec, [sys.executable, str(STANDINS / "rserver.py")])
+    try:
+        jar = aiohttp.CookieJar(unsafe=True)  # keep cookies for a bare IP address
+        async with aiohttp.ClientSession(cookie_jar=jar) as session:
+            async with session.get(gate.url, headers=OWNER, allow_redirects=False) as r:
+                assert r.status == 302
+                sign_in = r.headers["Location"]
+            assert sign_in == gate.url + "auth-sign-in?appUri=%2F"  # absolute, public
+            async with session.get(sign_in, headers=OWNER, allow_redirects=False) as r:
+                assert r.status == 302
+                assert r.headers["Location"] == gate.url
+                assert all(c["path"] == "/user/alice/web" for c in r.cookies.values())
+            async with session.get(gate.url, headers=OWNER) as r:
+                assert r.status == 200
+                assert "<title>RStudio Server</title>" in await r.text()
+                assert r.headers["X-Frame-Options"] == "SAMEORIGIN"
+            csrf = {c.key: c.value for c in jar}["csrf-token"]
+            rpc = {**OWNER, "X-CSRF-Token": csrf}
+            async with session.post(gate.url + "rpc/get_session_info", headers=rpc) as r:
+                info = (await r.json())["result"]
+        # {os_user} became the account the gate runs as, which rserver accepted
+        assert info == {"user": pwd.getpwuid(os.getuid()).pw_name, "root_path": "/user/alice/web"}
+        assert await gate.stop() == 0
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)

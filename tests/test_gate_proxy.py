@@ -20,6 +20,8 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
+from berth.proxy.upstream import UpstreamPool
+
 from .gatekit import (
     OTHER_TOKEN,
     OWNER_TOKEN,
@@ -328,3 +330,33 @@ async def test_activity_reaches_the_hub(hub: FakeHub, gate: GateProcess) -> None
     report = hub.state.activity[-1]
     assert set(report) == {"last_activity", "servers"}
     assert report["servers"]["web"]["last_activity"] == report["last_activity"]
+
+
+async def test_a_pooled_service_connection_is_handed_out_reading() -> None:
+    """A response's last write to a slow client can pause its service connection (flow control)
+    after the connection went back to the pool; whoever takes it next must be able to read the
+    service's answer."""
+    accepted: list[asyncio.BaseTransport] = []
+
+    class Service(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            accepted.append(transport)
+
+    server = await asyncio.get_running_loop().create_server(Service, "127.0.0.1", 0)
+    pool = UpstreamPool(port=server.sockets[0].getsockname()[1])
+    try:
+        conn = await pool.connect()
+        conn.reusable = True
+        pool.release(conn)
+        assert conn.transport is not None
+        conn.transport.pause_reading()  # as ClientConnection.pause_writing does to its peer
+        assert pool.take_idle() is conn
+        assert conn.transport.is_reading()
+        conn.close()
+    finally:
+        pool.close()
+        for transport in accepted:
+            transport.close()
+        server.close()
+        await server.wait_closed()
+        await asyncio.sleep(0)

@@ -4,9 +4,11 @@ line (as the launch spec writes it), JupyterHub's environment, pages, cookies, a
 from __future__ import annotations
 
 import json
+import platform
 
 import pytest
 from aiohttp import ClientSession, web
+
 from berth.hub_config.loader import load_catalog
 from berth.proxy import pages
 from berth.proxy.activity import ActivityReporter
@@ -20,6 +22,7 @@ from berth.proxy.headers import (
     response_headers,
     wants_html,
 )
+from berth.proxy.memory import keep_read_buffers
 from berth.spawners.options import validate_user_options
 from berth.spawners.spec import build_launch_spec
 
@@ -304,3 +307,9 @@ async def test_activity_is_reported_only_after_traffic() -> None:
         await runner.cleanup()
     stamp = "2023-11-14T22:13:50Z"
     assert received == [{"last_activity": stamp, "servers": {"llm": {"last_activity": stamp}}}]
+
+
+def test_read_buffers_are_kept_unless_an_admin_tuned_the_allocator() -> None:
+    assert keep_read_buffers({}) is (platform.libc_ver()[0] == "glibc")
+    assert keep_read_buffers({"MALLOC_TRIM_THRESHOLD_": "0"}) is False
+    assert keep_read_buffers({"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=65536"}) is False

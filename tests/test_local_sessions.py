@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -64,12 +67,12 @@ def test_a_launched_session_is_reachable_by_its_owner_only(
 
 
 def test_the_hub_stores_the_checked_options(local_hub: Hub, alice_notebook: dict[str, Any]) -> None:
-    assert alice_notebook["user_options"] == {
-        "service": "jupyter",
-        "profile": "cpu-small",
-        "hours": 1.0,
-        "inputs": {},
-    }
+    canonical = {"service": "jupyter", "profile": "cpu-small", "hours": 1.0, "inputs": {}}
+    assert alice_notebook["user_options"] == canonical
+    # in the hub's database too, every default filled in, for the culler and after a restart
+    with sqlite3.connect(local_hub.dir / "jupyterhub.sqlite") as db:
+        (stored,) = db.execute("SELECT user_options FROM spawners WHERE name = 'nb'").fetchone()
+    assert json.loads(stored) == canonical
 
 
 def test_a_browser_login_reaches_the_session(
@@ -227,3 +230,47 @@ def test_the_owner_reads_the_session_output(
     r = local_hub.api("GET", path, token=people["alice"], params={"lines": "all"})
     assert r.status_code == 400
     assert r.json()["message"] == "lines must be a whole number from 1 to 10000"
+
+
+BROKEN = """
+profiles:
+  small: {cpus: 1, memory: 1G}
+services:
+  broken:
+    kind: gated
+    command: [python3, -c, "import sys; print('no model weights in /models'); sys.exit(3)",
+              "{port}"]
+    profiles: [small]
+  silent:
+    kind: gated
+    command: [python3, -c, "import time; time.sleep(600)", "{port}"]
+    ready_timeout: 3s
+    profiles: [small]
+"""
+
+
+def test_a_service_that_dies_at_start_says_why_at_once(tmp_path: Path) -> None:
+    with running_hub(tmp_path, catalog=BROKEN) as hub:
+        hub.create_user("erin")
+        token = hub.token("erin")
+        started = time.monotonic()
+        r = hub.start_session("erin", "llm", {"service": "broken"}, token=token)
+        if r.status_code == 202:  # slower than the hub waits for an answer: follow it
+            progress = hub.api("GET", "/users/erin/servers/llm/progress", token=token)
+            text = progress.text
+        else:
+            text = r.json()["message"]
+        assert "stopped (exit code 3) before it answered" in text
+        assert "no model weights in /models" in text
+        assert time.monotonic() - started < 60  # not the five minutes of its ready timeout
+        server = hub.server("erin", "llm")
+        assert server is None or not (server["ready"] or server["pending"])
+
+        r = hub.start_session("erin", "quiet", {"service": "silent"}, token=token)
+        text = (
+            r.text
+            if r.status_code != 202
+            else hub.api("GET", "/users/erin/servers/quiet/progress", token=token).text
+        )
+        assert "did not answer within 3s" in text
+        assert not session_pids(hub)

@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+
 from berth.hub_config.catalog import Catalog
 from berth.spawners.options import (
     OptionsError,

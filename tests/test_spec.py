@@ -6,6 +6,7 @@ import re
 from datetime import timedelta
 
 import pytest
+
 from berth.hub_config.catalog import Catalog
 from berth.hub_config.loader import parse_catalog
 from berth.hub_config.placeholders import PlaceholderError, fill, names_in, render

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # berth-gate's system packages: wrk (the benchmark's load generator) and ttyd (the terminal
 # service) when this Debian release has it. Debian 12 (bookworm) has no ttyd package; there the
-# terminal test is skipped and says why. Idempotent; needs root.
+# terminal tests run the stand-in (tests/standins/ttyd.py) and only the real-ttyd variant is
+# skipped. Idempotent; needs root.
 set -euo pipefail
 want=()
 command -v wrk >/dev/null || want+=(wrk)
@@ -13,7 +14,7 @@ if ! command -v ttyd >/dev/null; then
   if [ -n "$candidate" ] && [ "$candidate" != "(none)" ]; then
     want+=(ttyd)
   else
-    echo "ttyd: no package in this Debian release; the terminal test will be skipped"
+    echo "ttyd: no package in this Debian release; the terminal tests use the stand-in"
   fi
 fi
 if [ "${#want[@]}" -gt 0 ]; then

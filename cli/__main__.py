@@ -1,0 +1,5 @@
+"""``python -m berth.cli``."""
+
+from .main import main
+
+raise SystemExit(main())
