@@ -15,11 +15,12 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlparse
 
-from berth.hub_config.loader import load_catalog
 from tornado import web
 from tornado.httpserver import HTTPServer
 from traitlets import Bool, Float, Int, Unicode, default, validate
 from traitlets.config import Application
+
+from berth.hub_config.loader import load_catalog
 
 from . import clock
 from .api import make_handlers

@@ -37,13 +37,13 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 
+from jupyterhub import orm, roles  # noqa: E402
+
 from berth.hub_config import load_catalog  # noqa: E402
 from berth.services import CULLER_SCOPES  # noqa: E402
 from berth.services.culler import Culler  # noqa: E402
 from berth.services.hubclient import HubClient  # noqa: E402
 from berth.services.ledger import Ledger  # noqa: E402
-from jupyterhub import orm, roles  # noqa: E402
-
 from tests.culler.hub import free_port  # noqa: E402
 from tests.culler.postgres import PostgresServer  # noqa: E402
 

@@ -16,16 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from jupyterhub.services.auth import HubOAuth
+from tornado import web
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+from tornado.httpserver import HTTPServer
+
 from berth.hub_config import load_catalog
 from berth.services.api import make_handlers
 from berth.services.culler import Culler
 from berth.services.hubclient import HubClient, RetryPolicy
 from berth.services.ledger import Ledger
 from berth.services.webhook import Webhook
-from jupyterhub.services.auth import HubOAuth
-from tornado import web
-from tornado.httpclient import AsyncHTTPClient, HTTPRequest
-from tornado.httpserver import HTTPServer
 
 from .hub import RealHub, free_port
 

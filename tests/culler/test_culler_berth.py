@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from berth.services import clock
 
 from ..hubtest import Hub, running_hub

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import sys
 
+from traitlets.config import Config
+
 from berth.services import register_culler, user_access_scope
 from berth.services.hubclient import RetryPolicy
-from traitlets.config import Config
 
 
 def test_register_culler_adds_service_role_and_users_access_to_an_empty_config() -> None:

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+
 from berth.hub_config import load_catalog
 from berth.services.deadlines import (
     Deadlines,

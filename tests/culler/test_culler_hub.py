@@ -9,12 +9,13 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
+from tornado import web
+from tornado.httpserver import HTTPServer
+
 from berth.services import CULLER_SCOPES, clock, culler_config
 from berth.services.culler import Culler
 from berth.services.deadlines import SessionKey
 from berth.services.webhook import Webhook
-from tornado import web
-from tornado.httpserver import HTTPServer
 
 from .conftest import FakeClock
 from .hub import free_port

@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from sqlalchemy import text
+
 from berth.services.deadlines import SessionKey
 from berth.services.ledger import EndRecord, Ledger
-from sqlalchemy import text
 
 from .postgres import PostgresServer
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from berth.services import clock
 from berth.services.deadlines import SessionKey
 from berth.services.ledger import Ledger
