@@ -51,8 +51,14 @@ def _caller_file() -> str | None:
         del frame
 
 
-def configure(c: Any, path: str | os.PathLike[str] = "berth.yaml") -> Catalog:
-    """Set up a JupyterHub config object ``c`` for the catalog at ``path``; return the catalog."""
+def configure(
+    c: Any, path: str | os.PathLike[str] = "berth.yaml", *, culler: bool = True
+) -> Catalog:
+    """Set up a JupyterHub config object ``c`` for the catalog at ``path``; return the catalog.
+
+    ``culler=True`` (the default) registers berth-culler, the hub-managed service that ends idle
+    and expired sessions and serves the deadlines and extend API (:mod:`berth.services`).
+    """
     catalog_path = resolve_catalog_path(path, _caller_file())
     try:
         catalog = load_catalog(catalog_path)
@@ -89,4 +95,8 @@ def configure(c: Any, path: str | os.PathLike[str] = "berth.yaml") -> Catalog:
     template_vars = c.JupyterHub.template_vars if "template_vars" in c.JupyterHub else {}
     if isinstance(template_vars, dict):
         c.JupyterHub.template_vars = {**template_vars, "berth": page_data}
+    if culler:
+        from berth.services import register_culler
+
+        register_culler(c, catalog_path)
     return catalog

@@ -60,8 +60,9 @@ c.SharedPasswordAuthenticator.user_password = {user_password!r}
 c.SharedPasswordAuthenticator.admin_password = {admin_password!r}
 c.Authenticator.admin_users = {{"admin"}}
 c.Authenticator.allow_all = True
-c.JupyterHub.services = [{{"name": "berth-test", "api_token": {admin_token!r}}}]
-c.JupyterHub.load_roles = [{{"name": "admin", "services": ["berth-test"]}}]
+# append: configure() above registered berth-culler's service and role
+c.JupyterHub.services.append({{"name": "berth-test", "api_token": {admin_token!r}}})
+c.JupyterHub.load_roles.append({{"name": "admin", "services": ["berth-test"]}})
 c.JupyterHub.cleanup_servers = True
 c.Spawner.env_keep = [
     "PATH", "PYTHONPATH", "VIRTUAL_ENV", "LANG", "LC_ALL", "JUPYTERHUB_SINGLEUSER_APP",
