@@ -166,6 +166,7 @@ class StatusHandler(_ApiHandler):
                 "sessions": report.sessions,
                 "warned": len(report.warned),
                 "ended": len(report.ended),
+                "extended": len(report.extended),
                 "failed": len(report.failed),
                 "api_calls": report.api_calls,
             }

@@ -90,6 +90,8 @@ class PassReport:
     sessions: int = 0
     warned: list[str] = field(default_factory=list)
     ended: dict[str, str] = field(default_factory=dict)
+    #: sessions in use at the end of their time, and the hours they were given
+    extended: dict[str, float] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
     #: sessions not acted on because the hub's report on them had grown older than max_data_age
     stale: list[str] = field(default_factory=list)
@@ -98,6 +100,7 @@ class PassReport:
     def summary(self) -> str:
         done = (
             f"{self.sessions} sessions, {len(self.warned)} warned, {len(self.ended)} ended,"
+            f" {len(self.extended)} in use extended,"
             f" {len(self.failed)} failed, {len(self.stale)} not acted on (data too old),"
             f" {self.api_calls} hub API calls"
         )
@@ -296,7 +299,9 @@ class Culler:
         for view in views:
             # Judge as of when the hub reported it: activity after that is not visible yet.
             verdict = judge(view.session, view.terms, view.deadlines, view.session.fetched_at)
-            if verdict.action == "end":
+            if verdict.action == "extend" and verdict.extend_by is not None:
+                await self._extend_in_use(view, verdict, report)
+            elif verdict.action == "end":
                 ends.append((view, verdict))
             elif verdict.action == "warn" and verdict.deadline is not None:
                 delivered = warned.get((view.session.key, verdict.reason or "", verdict.deadline))
@@ -325,6 +330,39 @@ class Culler:
                         "at": clock.isoformat(clock.now()),
                     }
                 )
+
+    async def _extend_in_use(self, view: SessionView, verdict: Verdict, report: PassReport) -> None:
+        """A session in use at the end of its time gets more, within its cap: ledger, log, hook."""
+        assert verdict.extend_by is not None
+        session = view.session
+        async with self.lock:
+            used = self.ledger.extended(session.key)
+            amount = min(verdict.extend_by, view.terms.policy.extension_cap - used)
+            if amount <= timedelta(0):
+                return  # an extension granted meanwhile used the rest: judged next pass
+            deadlines = compute_deadlines(session, view.terms, used + amount)
+            self._extension_serial += 1
+            self.ledger.add_extension(
+                session.key,
+                amount,
+                requested_by="berth-culler",
+                reason="in use at the end of its time",
+                hard_deadline=deadlines.hard_deadline,
+                at=clock.now(),
+            )
+        report.extended[session.key.id] = amount.total_seconds() / 3600
+        log.info("%s: %s", session.key.id, verdict.message)
+        await self._notify(
+            {
+                "event": "session.extended",
+                "id": session.key.id,
+                "user": session.key.user,
+                "name": session.key.name,
+                "message": f"{session.key.id} was {verdict.message}",
+                "deadline": clock.isoformat(deadlines.hard_deadline),
+                "at": clock.isoformat(clock.now()),
+            }
+        )
 
     async def _claim_ends(
         self,

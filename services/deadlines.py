@@ -10,6 +10,10 @@ user's groups. Its **deadlines** are:
 * the limit: the start plus the hours plus the whole extension cap, past which no extension can go
   (the scheduler's wall time).
 
+A session still in use when it reaches its hard deadline (used within the warning window before
+it) is not ended: it is extended by itself, an hour at a time, within its extension cap; at the
+limit it ends, in use or not.
+
 Nothing here reads a clock or does I/O: the culler passes ``now`` in.
 """
 
@@ -25,6 +29,7 @@ from berth.hub_config.catalog import Catalog, Policy, Profile, ServiceType
 from berth.hub_config.units import format_duration
 
 __all__ = [
+    "AUTO_EXTENSION",
     "Deadlines",
     "EndReason",
     "HubSession",
@@ -37,6 +42,8 @@ __all__ = [
 ]
 
 EndReason = Literal["idle", "duration"]
+#: How much a session in use at its hard deadline gets at a time (within its extension cap).
+AUTO_EXTENSION = timedelta(hours=1)
 
 
 @dataclass(frozen=True, order=True)
@@ -188,11 +195,13 @@ def compute_deadlines(session: HubSession, terms: SessionTerms, extended: timede
 class Verdict:
     """What to do with a session now: keep it, warn its owner, or end it."""
 
-    action: Literal["keep", "warn", "end"]
+    action: Literal["keep", "warn", "end", "extend"]
     reason: EndReason | None = None
     #: the deadline the warning or the end is about
     deadline: datetime | None = None
     message: str = ""
+    #: for "extend": how much more the session gets
+    extend_by: timedelta | None = None
 
 
 def _minutes(value: timedelta) -> str:
@@ -216,6 +225,18 @@ def judge(session: HubSession, terms: SessionTerms, deadlines: Deadlines, now: d
             f" {format_duration(timeout)}",
         )
     if now >= deadlines.hard_deadline:
+        last_used = session.last_activity or session.started
+        in_use = last_used >= deadlines.hard_deadline - deadlines.hard_warning
+        if in_use and deadlines.extension_left:
+            amount = min(AUTO_EXTENSION, deadlines.extension_left)
+            return Verdict(
+                "extend",
+                "duration",
+                deadlines.hard_deadline,
+                f"in use at the end of its time: extended by {format_duration(amount)} (of"
+                f" {format_duration(deadlines.extension_left)} extension left)",
+                extend_by=amount,
+            )
         extra = (
             f" plus {format_duration(deadlines.extended)} of extensions"
             if deadlines.extended

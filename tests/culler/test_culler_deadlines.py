@@ -148,6 +148,44 @@ def test_hard_deadline_with_and_without_extension() -> None:
     )
 
 
+def test_a_session_in_use_at_its_deadline_gets_more_time_within_its_cap() -> None:
+    # used 10 minutes before the end of its 2 hours (no idle timeout for this group)
+    s = session(
+        {"service": "jupyter", "profile": "cpu", "hours": 2},
+        groups=("no-idle",),
+        last_activity=at(hours=1, minutes=50),
+    )
+    assert verdict_at(s, at(hours=2)) == Verdict(
+        "extend",
+        "duration",
+        at(hours=2),
+        "in use at the end of its time: extended by 1h (of 4h extension left)",
+        extend_by=timedelta(hours=1),
+    )
+    # the last piece of the cap is all it can get
+    late = session(
+        {"service": "jupyter", "profile": "cpu", "hours": 2},
+        groups=("no-idle",),
+        last_activity=at(hours=5, minutes=35),
+    )
+    almost_all = timedelta(hours=3, minutes=40)
+    assert verdict_at(late, at(hours=5, minutes=40), almost_all).extend_by == timedelta(minutes=20)
+    # at the limit (hours plus the whole cap) it ends, in use or not
+    busy = session(
+        {"service": "jupyter", "profile": "cpu", "hours": 2},
+        groups=("no-idle",),
+        last_activity=at(hours=5, minutes=59),
+    )
+    assert verdict_at(busy, at(hours=6), timedelta(hours=4)).action == "end"
+    # used only before the warning window: not in use, it ends
+    earlier = session(
+        {"service": "jupyter", "profile": "cpu", "hours": 2},
+        groups=("no-idle",),
+        last_activity=at(hours=1, minutes=44),
+    )
+    assert verdict_at(earlier, at(hours=2)).action == "end"
+
+
 def test_never_active_session_is_idle_from_its_start() -> None:
     s = session({"service": "web", "profile": "cpu", "hours": 2})
     assert verdict_at(s, at(minutes=20)).action == "end"

@@ -104,6 +104,38 @@ async def test_a_pass_ends_idle_and_expired_sessions_and_nothing_else(
         hub.request("DELETE", f"/users/{carol}/servers/stuck")
 
 
+async def test_a_session_in_use_at_the_end_of_its_time_is_extended_not_ended(
+    live_hub: LiveHub, db_url: str, fake_clock: FakeClock
+) -> None:
+    hub = live_hub.hub
+    dana = unique("dana")
+    hub.create_user(dana, groups=("no-idle",))
+    hub.start_server(dana, "train", {"service": "jupyter", "profile": "cpu", "hours": 1})
+    culler = make_culler(live_hub, db_url)
+    try:
+        used_at = clock.isoformat(fake_clock.advance(minutes=55))
+        status, _ = hub.request(
+            "POST", f"/users/{dana}/activity", {"servers": {"train": {"last_activity": used_at}}}
+        )
+        assert status == 200
+        fake_clock.advance(minutes=6)  # past its hour, used 6 minutes ago
+        report = await culler.run_pass()
+        assert report.complete, report.error
+        assert f"{dana}/train" not in report.ended
+        assert report.extended.get(f"{dana}/train") == 1.0
+        assert ready(live_hub, dana, "train")
+        (extension,) = [e for e in culler.ledger.history([dana]) if e.kind == "extension"]
+        assert extension.detail["requested_by"] == "berth-culler"
+        assert extension.detail["reason"] == "in use at the end of its time"
+
+        fake_clock.advance(minutes=60)  # its new end; not used since
+        report = await culler.run_pass()
+        assert report.ended.get(f"{dana}/train") == "duration"
+        assert not ready(live_hub, dana, "train")
+    finally:
+        close_culler(culler)
+
+
 async def test_each_scope_of_the_role_is_needed(
     live_hub: LiveHub, db_url: str, fake_clock: FakeClock
 ) -> None:
