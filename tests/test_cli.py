@@ -8,7 +8,6 @@ runs on them with CUDA_VISIBLE_DEVICES set) and a stand-in queue for sessions na
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import os
 import pty
@@ -26,13 +25,11 @@ import httpx
 import pytest
 
 from .clikit import BERTH, Cli, one_line_error
-from .hubtest import Hub
+from .hubtest import EXAMPLE_CATALOG, Hub, running_hub
 from .stand_ins import release, stand_in_hub
 
 MODEL = "org/model"
 #: berth-culler (issue 6) keeps deadlines and grants extensions; configure() runs it once it is in.
-HAS_CULLER = importlib.util.find_spec("berth.services.registration") is not None
-needs_culler = pytest.mark.skipif(not HAS_CULLER, reason="waiting for berth-culler on main")
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +164,7 @@ def test_launch_wait_list_describe_url_logs_stop(
     assert cells[:7] == ["jupyter", "jupyter", "cpu-large", "(8", "CPU,", "32G)", "running"]
     assert cells[-1] == url
     time_left = " ".join(cells[7:-1])
-    assert re.fullmatch(r"(59m|1h) \(idle\)" if HAS_CULLER else "-", time_left), time_left
+    assert re.fullmatch(r"(59m|1h) \(idle\)", time_left), time_left
 
     view = json.loads(alice("describe", "jupyter", "--json").stdout)
     assert view["state"] == "running"
@@ -431,14 +428,21 @@ def test_an_admin_acts_for_a_user(alice: Cli, hub: Hub) -> None:
     alice("stop", "q-mine", "--remove")
 
 
-@pytest.mark.skipif(HAS_CULLER, reason="this hub runs berth-culler")
-def test_extend_needs_the_culler(alice: Cli) -> None:
-    one_line_error(
-        alice("extend", "nope"), 1, "this hub runs no berth-culler, so sessions have no deadline"
-    )
+def test_extend_needs_the_culler(tmp_path: Path) -> None:
+    """A hub whose admin turned berth-culler off: sessions have no deadline to extend."""
+    extra = f"berth.hub_config.configure(c, {str(EXAMPLE_CATALOG)!r}, culler=False)"
+    with running_hub(tmp_path, catalog=None, extra_config=extra) as hub:
+        hub.create_user("alice")
+        cli = Cli(tmp_path / "home", hub)
+        assert (
+            cli("login", "--url", hub.url, "--token-stdin", input=hub.token("alice")).returncode
+            == 0
+        )
+        one_line_error(
+            cli("extend", "nope"), 1, "this hub runs no berth-culler, so sessions have no deadline"
+        )
 
 
-@needs_culler
 def test_deadlines_and_extensions(alice: Cli, hub: Hub, tokens: dict[str, str]) -> None:
     assert alice("launch", "jupyter", "--name", "ext", "--hours", "2", "--wait").returncode == 0
     catalog = json.loads(alice("services", "--json").stdout)

@@ -4,7 +4,6 @@ against what the hub accepts, and berth-culler's API for what the CLI and the pa
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -21,7 +20,6 @@ from .stand_ins import stand_in_hub
 
 HUB_DOC = ROOT / "hub_config" / "openapi.yaml"
 CULLER_DOC = ROOT / "services" / "openapi.yaml"
-HAS_CULLER = importlib.util.find_spec("berth.services.registration") is not None
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +124,6 @@ def test_the_served_schema_decides_as_the_hub_does(
     assert (r.status_code != 400) == expected, r.text
 
 
-@pytest.mark.skipif(not HAS_CULLER, reason="waiting for berth-culler on main")
 def test_the_culler_answers_the_cli_and_pages_as_documented(
     hub: Hub, tokens: dict[str, str], notebook: str
 ) -> None:
