@@ -33,7 +33,9 @@ def kube_catalog() -> str:
 
 @pytest.fixture(scope="module")
 def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StandIn]:
-    with StandIn(tmp_path_factory.mktemp("kube"), gpus=1) as standin:
+    # Containers take a moment to start, as on a real node (an image to unpack): long enough for
+    # a test to be reading the progress stream while the pod is still on its way.
+    with StandIn(tmp_path_factory.mktemp("kube"), gpus=1, start_delay=2.0) as standin:
         yield standin
 
 

@@ -196,10 +196,31 @@ class BerthKubeSpawner(BerthSpawner, KubeSpawner):
         await super().stop(now=now)
 
     async def _make_session_service(self) -> None:
-        """The pod's Service, owned by the pod; a stale one of the same name is removed first."""
+        """The pod's Service, owned by the pod. Usually one request; a stale one of the same
+        name (left by an earlier pod of this session) is replaced."""
         owner = make_owner_reference(self.pod_name, self.pod_id)
         manifest = self.get_service_manifest(owner, self.port)
         name = manifest.metadata.name
+
+        async def create() -> str | None:
+            try:
+                await asyncio.wait_for(
+                    self.api.create_namespaced_service(self.namespace, manifest),
+                    self.k8s_api_request_timeout,
+                )
+            except TimeoutError:
+                return None  # try again
+            except ApiException as e:
+                if e.status == 409:
+                    return "exists"
+                raise
+            return "created"
+
+        outcome = await exponential_backoff(
+            create, f"Could not create service {name}", timeout=self.k8s_api_request_retry_timeout
+        )
+        if outcome == "created":
+            return
         await exponential_backoff(
             partial(self._ensure_not_exists, "service", name),
             f"Could not remove the stale service {name}",
