@@ -173,6 +173,19 @@ class StatusHandler(_ApiHandler):
         self.reply({"last_pass": last, "dry_run": self.culler.dry_run})
 
 
+class IndexHandler(web.RequestHandler):
+    """The service's root: what it is and where its API lives. JupyterHub checks that a managed
+    service answers here (at start and every ``service_check_interval``)."""
+
+    def initialize(self, api: str) -> None:
+        self.api = api
+
+    def get(self) -> None:
+        self.finish(
+            {"service": "berth-culler", "api": self.api, "openapi": self.api + "openapi.yaml"}
+        )
+
+
 class OpenAPIHandler(web.RequestHandler):
     def get(self) -> None:
         self.set_header("Content-Type", "application/yaml; charset=utf-8")
@@ -186,6 +199,7 @@ def make_handlers(
     api = prefix + "api/"
     args = {"culler": culler}
     return [
+        (prefix, IndexHandler, {"api": api}),
         (prefix + "oauth_callback", HubOAuthCallbackHandler, {}),
         (api + "openapi.yaml", OpenAPIHandler, {}),
         (api + "sessions", SessionsHandler, args),

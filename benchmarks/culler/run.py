@@ -48,7 +48,9 @@ from tests.culler.hub import free_port  # noqa: E402
 from tests.culler.postgres import PostgresServer  # noqa: E402
 
 TOKEN = "benchmark-culler-token-0123456789abcdef0123"
-PEER_PYTHON = HERE / ".peer-venv" / "bin" / "python"
+PEER_VENV = HERE / ".peer-venv"
+PEER_PYTHON = PEER_VENV / "bin" / "python"
+PEER_REQUIREMENT = "jupyterhub-idle-culler>=2,<3"
 CONCURRENCY = 10
 IDLE_LIMIT = 3600  # idle-culler's --timeout; the catalog's idle timeouts are 45m to 1h30m
 ANSWER_PORT = 0
@@ -363,6 +365,16 @@ def table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def ensure_peer_venv() -> None:
+    """jupyterhub-idle-culler 2.x from PyPI, in its own virtualenv (made on first use)."""
+    if PEER_PYTHON.exists():
+        return
+    subprocess.run([sys.executable, "-m", "venv", str(PEER_VENV)], check=True)
+    subprocess.run(
+        [str(PEER_PYTHON), "-m", "pip", "install", "--quiet", PEER_REQUIREMENT], check=True
+    )
+
+
 def main() -> None:
     # Stopped with SIGTERM: still run the finally blocks (stop PostgreSQL, the hub).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -384,6 +396,8 @@ def main() -> None:
         print(table(json.loads(Path(args.table).read_text())))
         return
     contenders = args.contenders.split(",")
+    if any(c.startswith("idle-culler") for c in contenders):
+        ensure_peer_venv()
     pg = None
     results = []
     global ANSWER_PORT

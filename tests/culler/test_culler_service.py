@@ -100,3 +100,17 @@ def test_the_openapi_document_is_served(managed_hub: tuple[RealHub, Path]) -> No
         "/status",
         "/openapi.yaml",
     }
+
+
+def test_the_service_root_says_where_the_api_is(managed_hub: tuple[RealHub, Path]) -> None:
+    """What JupyterHub's service health check (and a curious admin) finds at the service's URL."""
+    hub, _ = managed_hub
+    status, body = hub.proxy_request("GET", "/services/berth-culler/", "no-token-needed")
+    assert status == 200
+    assert body == {
+        "service": "berth-culler",
+        "api": "/services/berth-culler/api/",
+        "openapi": "/services/berth-culler/api/openapi.yaml",
+    }
+    status, _ = hub.proxy_request("GET", str(body["openapi"]), "no-token-needed")
+    assert status == 200
