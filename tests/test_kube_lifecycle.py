@@ -97,7 +97,13 @@ def test_spawn_ready_reachable_and_stopped(hub: Hub, kube: StandIn) -> None:
     assert pod["metadata"]["labels"]["berth.jupyter.org/profile"] == "cpu-small"
     limits = pod["spec"]["containers"][0]["resources"]["limits"]
     assert (float(limits["cpu"]), int(limits["memory"])) == (2, 4 * 2**30) and len(limits) == 2
-    assert pod["status"]["containerStatuses"][0]["ready"]
+    # The hub proceeds as soon as the service answers; the pod's readiness probe, which asks the
+    # same question, marks it Ready within a probe period (readiness_period, 1 s).
+    wait(
+        lambda: pod_of(kube, "alice", "nb")["status"]["containerStatuses"][0]["ready"],
+        timeout=10,
+        what="the pod's readiness probe",
+    )
     # the session's Service follows in the background, owned by the pod
     wait(lambda: bool(kube.objects("services")), what="the session's Service")
     services = kube.objects("services")
