@@ -29,7 +29,6 @@ from .hubtest import EXAMPLE_CATALOG, Hub, running_hub
 from .stand_ins import release, stand_in_hub
 
 MODEL = "org/model"
-#: berth-culler (issue 6) keeps deadlines and grants extensions; configure() runs it once it is in.
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ extend -> stop. Screenshots go to test-artifacts/ (the README's tour uses them, 
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,8 +16,6 @@ from .hubtest import USER_PASSWORD, Hub
 from .stand_ins import release, stand_in_hub
 
 pytestmark = pytest.mark.browser
-#: berth-culler (issue 6) keeps deadlines and grants extensions; configure() runs it once it is in.
-HAS_CULLER = importlib.util.find_spec("berth.services.registration") is not None
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +157,6 @@ def ever_started(hub: Hub, user: str, name: str) -> bool:
     return server is not None and bool(server["started"] or server["pending"] or server["ready"])
 
 
-@pytest.mark.skipif(not HAS_CULLER, reason="waiting for berth-culler on main")
 def test_tour_launch_card_open_extend_stop(browser: Browser, hub: Hub, artifacts: Path) -> None:
     """The README's tour: each step's screenshot is test-artifacts/tour-*.png."""
     page = logged_in(browser, hub, "erin")
