@@ -255,7 +255,11 @@ class Hub:
 
     def session_processes(self, session: str | None = None) -> set[int]:
         """This hub's processes serving a session (``session``, or any): local processes, and
-        Slurm jobs' or the Kubernetes stand-in's on this machine. The proxy is not one."""
+        Slurm jobs' or the Kubernetes stand-in's on this machine. The proxy is not one.
+
+        One per session: its top process. What a session's process starts (a kernel, a helper
+        it runs for a moment) inherits its environment but is counted with it, not beside it;
+        a child left behind by a session that ended has a new parent and is counted again."""
         pids = set()
         for pid in marked_processes(self.marker):
             try:
@@ -266,7 +270,7 @@ class Hub:
                      if e.startswith(b"JUPYTERHUB_SERVER_NAME=")]  # fmt: skip
             if names and (session is None or names[0] == session.encode()):
                 pids.add(pid)
-        return pids
+        return {pid for pid in pids if parent_pid(pid) not in pids}
 
     # -- as a browser or a program through the proxy --------------------------------------------
 
@@ -294,6 +298,16 @@ class Hub:
             follow_redirects=False,
         )
         assert r.status_code == 302, f"login as {user} failed: {r.status_code}"
+
+
+def parent_pid(pid: int) -> int | None:
+    """The parent of ``pid`` (None once it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split after the last ")"
+    return int(stat.rsplit(")", 1)[1].split()[1])
 
 
 def marked_processes(marker: str) -> list[int]:
