@@ -124,6 +124,42 @@ class EndRecord:
     attempts: int
 
 
+def _claim(
+    db: Session,
+    row: _End | None,
+    key: SessionKey,
+    reason: EndReason,
+    message: str,
+    deadline: datetime,
+    at: datetime,
+) -> bool:
+    """Claim the end of ``key`` in ``db``, whose end record (locked for update) is ``row``:
+    a new record, or a failed one taken up again. False if it is being or was ended."""
+    if row is None:
+        db.add(
+            _End(
+                user=key.user,
+                server=key.name,
+                started=key.started,
+                reason=reason,
+                message=message,
+                deadline=deadline,
+                status="ending",
+                detail="",
+                attempts=1,
+                created=at,
+                updated=at,
+            )
+        )
+        return True
+    if row.status != "failed":
+        return False
+    row.status, row.reason, row.message = "ending", reason, message
+    row.deadline, row.updated = deadline, at
+    row.attempts += 1
+    return True
+
+
 @dataclass(frozen=True)
 class LedgerEvent:
     """One line of a session's history, for the API."""
@@ -252,32 +288,7 @@ class Ledger:
         try:
             with self._session() as db:
                 row = db.scalar(select(_End).where(_key_filter(_End, key)).with_for_update())
-                if row is None:
-                    db.add(
-                        _End(
-                            user=key.user,
-                            server=key.name,
-                            started=key.started,
-                            reason=reason,
-                            message=message,
-                            deadline=deadline,
-                            status="ending",
-                            detail="",
-                            attempts=1,
-                            created=at,
-                            updated=at,
-                        )
-                    )
-                    return True
-                if row.status != "failed":
-                    return False
-                row.status = "ending"
-                row.reason = reason
-                row.message = message
-                row.deadline = deadline
-                row.attempts += 1
-                row.updated = at
-                return True
+                return _claim(db, row, key, reason, message, deadline, at)
         except IntegrityError:
             # Another culler process recorded it between our read and our write.
             return False
@@ -297,32 +308,11 @@ class Ledger:
                     for r in db.scalars(select(_End).where(_End.user.in_(users)).with_for_update())
                     if SessionKey(r.user, r.server, r.started) in keys
                 }
-                claimed = set()
-                for key, reason, message, deadline in claims:
-                    row = rows.get(key)
-                    if row is None:
-                        db.add(
-                            _End(
-                                user=key.user,
-                                server=key.name,
-                                started=key.started,
-                                reason=reason,
-                                message=message,
-                                deadline=deadline,
-                                status="ending",
-                                detail="",
-                                attempts=1,
-                                created=at,
-                                updated=at,
-                            )
-                        )
-                        claimed.add(key)
-                    elif row.status == "failed":
-                        row.status, row.reason, row.message = "ending", reason, message
-                        row.deadline, row.updated = deadline, at
-                        row.attempts += 1
-                        claimed.add(key)
-                return claimed
+                return {
+                    key
+                    for key, reason, message, deadline in claims
+                    if _claim(db, rows.get(key), key, reason, message, deadline, at)
+                }
         except IntegrityError:
             # Another culler recorded some of them meanwhile: claim one by one.
             return {
